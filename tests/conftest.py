@@ -1,0 +1,64 @@
+"""Shared fixtures: paths to the shipped sample and ../shared data, and a sandboxed Ultralytics environment.
+
+Ultralytics must never reach the network here: tests use YAML-built models (no ``*.pt`` names that trigger
+downloads), ``plots=False`` (no font downloads) and a private settings/config directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SAMPLE_COCO8 = REPO / "datasets" / "coco8"
+
+# One private Ultralytics config dir for the whole session (settings.json, fonts): keeps the user's untouched and
+# stops first-run chatter. Set before any test imports ultralytics.
+_CONFIG_DIR = Path(tempfile.mkdtemp(prefix="yolo_attn_ucfg_"))
+os.environ.setdefault("YOLO_CONFIG_DIR", str(_CONFIG_DIR))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("ULTRALYTICS_NO_HUB", "1")
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test with a reason naming what is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the ../shared data checkout is absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def coco8_copy(tmp_path_factory) -> Path:
+    """A private copy of the coco8 sample (shipped in datasets/, identical to ../shared/data/coco8) with a YAML
+    whose ``path`` points at the copy, so Ultralytics' label caches land in tmp."""
+    src = SHARED_DATA / "coco8" if (SHARED_DATA / "coco8").is_dir() else SAMPLE_COCO8
+    dst = tmp_path_factory.mktemp("data") / "coco8"
+    shutil.copytree(src, dst)
+    yaml_text = (dst / "coco8.yaml").read_text(encoding="utf-8")
+    (dst / "coco8.yaml").write_text(f"path: {dst}\n{yaml_text}", encoding="utf-8")
+    return dst / "coco8.yaml"
+
+
+def console_script(name: str) -> str:
+    """Absolute path of an installed console script (``yolo``, ``yolo-attn``) next to this Python."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"console script {name!r} is not installed; run `pip install -e .[dev]` first")
+    return found
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for child processes: this session's offline Ultralytics settings plus ``extra``."""
+    env = dict(os.environ)
+    env.pop("YOLO_ATTN_DISABLE", None)
+    env.update(extra)
+    return env

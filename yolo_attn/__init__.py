@@ -1,0 +1,60 @@
+"""yolo-attn: attention layers for the stock Ultralytics YOLO CLI, and an honest ablation harness.
+
+Importing this package is cheap (no torch): names are resolved lazily (PEP 562) so the start-up hook that makes the
+stock ``yolo`` command understand plugin layers costs well under a millisecond.
+
+Example:
+    >>> from yolo_attn import EMA
+    >>> EMA(64)(torch.randn(1, 64, 20, 24)).shape
+    torch.Size([1, 64, 20, 24])
+"""
+
+import importlib
+
+from yolo_attn import _autoload  # noqa: F401  (installs the Ultralytics hook: import order must not matter)
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "SE": "yolo_attn.layers.se",
+    "CBAM": "yolo_attn.layers.cbam",
+    "ECA": "yolo_attn.layers.eca",
+    "EMA": "yolo_attn.layers.ema",
+    "CoordAtt": "yolo_attn.layers.coord_attn",
+    "ODConv2d": "yolo_attn.layers.odconv",
+    "ODConv": "yolo_attn.layers.odconv",
+    "register_layer": "yolo_attn.registry",
+    "unregister_layer": "yolo_attn.registry",
+    "list_layers": "yolo_attn.registry",
+    "get_layer": "yolo_attn.registry",
+    "LayerKind": "yolo_attn.registry",
+    "register_ultralytics": "yolo_attn.integration",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from yolo_attn.integration import register_ultralytics
+    from yolo_attn.layers.cbam import CBAM
+    from yolo_attn.layers.coord_attn import CoordAtt
+    from yolo_attn.layers.eca import ECA
+    from yolo_attn.layers.ema import EMA
+    from yolo_attn.layers.odconv import ODConv, ODConv2d
+    from yolo_attn.layers.se import SE
+    from yolo_attn.registry import LayerKind, get_layer, list_layers, register_layer, unregister_layer
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'yolo_attn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,413 @@
+"""The one module that touches Ultralytics internals.
+
+What it does to an imported ``ultralytics.nn.tasks`` (nothing on disk is edited):
+
+1. **Parser branch.** ``parse_model`` only injects input channels for modules in its local ``base_modules`` set; any
+   other module gets its YAML args unchanged (``[-1, 1, EMA, [256]]`` would build ``EMA(256)`` at every scale). We
+   add one ``elif`` branch, just before the catch-all ``else: c2 = ch[f]``, that hands registered plugin layers their
+   true channels. It is added by rewriting the function's AST (located by structure, not by line numbers), compiled
+   with the tasks module's globals and its original file name and line numbers, so tracebacks still point at
+   Ultralytics' source. Copying ``parse_model`` wholesale would go stale every release; this keeps every other
+   branch exactly as installed.
+2. **Names.** Every registered layer is set as an attribute of ``ultralytics.nn.tasks``: the parser resolves module
+   names with ``globals()[name]`` of that module.
+3. **Errors naming the row.** The patched ``parse_model`` reports failures with ``file:line`` of the YAML row, and
+   unknown module names list the registered plugin layers.
+4. **YAML lookup.** ``check_yaml`` (as seen from ``ultralytics.nn.tasks``) falls back to the YAMLs shipped with
+   yolo-attn, so ``yolov8s-ema.yaml`` resolves from any folder with scale ``s``.
+5. **Restricted loading.** Plugin classes are added to ``torch.serialization``'s safe globals so checkpoints load with
+   ``ULTRALYTICS_SAFE_LOAD=1``.
+
+If the structure we rely on is missing, registration raises :class:`IntegrationError`; the start-up hook turns that
+into a warning and installs placeholder layers that raise the same explanation when a YAML names them, so a model
+is never silently built with wrong channels.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yolo_attn import registry
+
+#: Ultralytics releases this integration was verified against (full test suite run).
+VERIFIED_ULTRALYTICS_VERSIONS: tuple[str, ...] = ("8.4.190",)
+#: Range declared in pyproject; other versions are attempted, the structural checks below guard them.
+SUPPORTED_ULTRALYTICS_RANGE = ">=8.4,<8.5"
+
+_MARK = "_yolo_attn_integration"  # attribute set on ultralytics.nn.tasks once patched
+_CHANNELS_HOOK = "_yolo_attn_channels"  # name the inserted branch calls, set in the tasks module's globals
+_KINDS_NAME = "_yolo_attn_kinds"  # {class: kind} the inserted branch consults, set in the tasks module's globals
+_LOCK = threading.RLock()
+
+
+class IntegrationError(RuntimeError):
+    """Ultralytics' internals are not what this plugin was built for; nothing was patched."""
+
+
+class ModelYAMLError(ValueError):
+    """A model YAML row could not be built; the message names the file, line and row."""
+
+
+def model_yaml_dirs() -> list[Path]:
+    """Folders holding the shipped model YAMLs (installed wheel first, then a source/editable checkout)."""
+    here = Path(__file__).resolve().parent
+    return [d for d in (here / "model_yamls", here.parent / "model_yamls") if d.is_dir()]
+
+
+def find_model_yaml(name: str | os.PathLike) -> Path | None:
+    """Return the shipped YAML called ``name`` (bare file name), or None."""
+    base = Path(name).name
+    for folder in model_yaml_dirs():
+        candidate = folder / base
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def ultralytics_version() -> str:
+    """Installed Ultralytics version without importing the whole package (safe during its own import)."""
+    module = sys.modules.get("ultralytics")
+    version = getattr(module, "__version__", None)
+    if version:
+        return version
+    from importlib.metadata import version as dist_version
+
+    return dist_version("ultralytics")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# channel resolution (called from inside the patched parse_model)
+# --------------------------------------------------------------------------------------------------------------------
+def _resolve_channels(m: type, args: list, ch: list[int], f: int | list[int], width: float, max_channels: float):
+    """Return ``(c1, c2, args)`` for a plugin layer row, the way ``parse_model`` does for ``Conv``."""
+    import ultralytics.nn.tasks as tasks
+
+    kind = _kinds()[m]
+    name = getattr(m, "__name__", str(m))
+    if isinstance(f, int):
+        c1: Any = ch[f]
+    else:
+        c1 = [ch[x] for x in f]
+    if kind == "attention":
+        if isinstance(c1, list):
+            if len(set(c1)) != 1:
+                raise ValueError(
+                    f"{name} is channel-preserving but its inputs {list(f)} have different channels {c1}; "
+                    "put a Concat before it or register a layer of kind 'conv'"
+                )
+            c2 = c1[0]
+        else:
+            c2 = c1
+        return c1, c2, [c1, *args]
+    # kind == "conv": same rule as Ultralytics' base_modules (Conv): c2 = make_divisible(min(c2, max_ch) * width, 8)
+    if not args or not isinstance(args[0], (int, float)):
+        raise ValueError(
+            f"{name} is a conv-like layer: its first YAML arg must be the output channels, "
+            f"e.g. [-1, 1, {name}, [256, 3, 2]]; got args {args}"
+        )
+    c2 = tasks.make_divisible(min(args[0], max_channels) * width, 8)
+    return c1, c2, [c1, c2, *args[1:]]
+
+
+def _kinds() -> dict[type, str]:
+    return {spec.cls: spec.kind for spec in registry.specs()}
+
+
+class _KindsView:
+    """Live ``class in view`` test for the inserted branch (registrations may change after patching)."""
+
+    def __contains__(self, item: object) -> bool:
+        try:
+            return item in _kinds()
+        except TypeError:  # unhashable module objects are never plugin layers
+            return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# AST rewrite of parse_model
+# --------------------------------------------------------------------------------------------------------------------
+def _find_catch_all(fn: ast.FunctionDef) -> ast.If:
+    """Find the ``if m in base_modules: ... elif ...: ... else: c2 = ch[f]`` chain inside the row loop."""
+    loops = [
+        n
+        for n in ast.walk(fn)
+        if isinstance(n, ast.For) and "backbone" in ast.unparse(n.iter) and "head" in ast.unparse(n.iter)
+    ]
+    if len(loops) != 1:
+        raise IntegrationError(f"expected one `for ... in enumerate(d['backbone'] + d['head'])` loop, found {len(loops)}")
+    for node in loops[0].body:
+        if not (isinstance(node, ast.If) and "base_modules" in ast.unparse(node.test)):
+            continue
+        last = node
+        while len(last.orelse) == 1 and isinstance(last.orelse[0], ast.If):
+            last = last.orelse[0]
+        orelse = last.orelse
+        if len(orelse) == 1 and ast.unparse(orelse[0]).replace(" ", "") == "c2=ch[f]":
+            return last
+        raise IntegrationError(f"the channel if/elif chain no longer ends in `else: c2 = ch[f]` (got {orelse!r})")
+    raise IntegrationError("no `if m in base_modules:` channel branch found in the row loop")
+
+
+def _check_locals(fn: ast.FunctionDef) -> None:
+    """The inserted branch reads these names; make sure parse_model still defines them."""
+    assigned = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    assigned |= {a.arg for a in fn.args.args}
+    missing = {"m", "args", "ch", "f", "c1", "c2", "width", "max_channels"} - assigned
+    if missing:
+        raise IntegrationError(f"parse_model no longer defines {sorted(missing)}")
+
+
+def _patched_parse_model(tasks) -> Any:
+    """Compile parse_model with one extra elif branch for plugin layers."""
+    original = tasks.parse_model
+    source = textwrap.dedent(inspect.getsource(original))
+    first_line = original.__code__.co_firstlineno
+    tree = ast.parse(source)
+    fn = tree.body[0]
+    if not (isinstance(fn, ast.FunctionDef) and fn.name == "parse_model"):
+        raise IntegrationError("ultralytics.nn.tasks.parse_model is not a plain function")
+    _check_locals(fn)
+    last = _find_catch_all(fn)
+    branch = ast.parse(
+        f"if m in {_KINDS_NAME}:\n    c1, c2, args = {_CHANNELS_HOOK}(m, args, ch, f, width, max_channels)\n"
+    ).body[0]
+    branch.orelse = last.orelse
+    last.orelse = [branch]
+    ast.fix_missing_locations(tree)
+    ast.increment_lineno(tree, first_line - 1)
+    code = compile(tree, original.__code__.co_filename, "exec")
+    namespace: dict[str, Any] = {}
+    exec(code, tasks.__dict__, namespace)
+    patched = namespace["parse_model"]
+    patched.__doc__ = original.__doc__
+    patched.__wrapped_original__ = original
+    return patched
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# errors that name the YAML row
+# --------------------------------------------------------------------------------------------------------------------
+def _row_line(d: dict, index: int) -> tuple[str | None, int | None]:
+    """Best effort ``(path, 1-based line)`` of row ``index`` of the YAML the dict ``d`` came from."""
+    yaml_file = d.get("yaml_file")
+    if not yaml_file:
+        return None, None
+    path = Path(yaml_file)
+    if not path.is_file():
+        import re
+
+        unified = Path(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", str(path)))
+        path = next((p for p in (unified, find_model_yaml(path), find_model_yaml(unified)) if p and p.is_file()), path)
+    if not path.is_file():
+        return str(yaml_file), None
+    try:
+        import yaml
+
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+        sections = {k.value: v for k, v in root.value} if isinstance(root, yaml.MappingNode) else {}
+        n_backbone = len(d.get("backbone", []))
+        section, j = ("backbone", index) if index < n_backbone else ("head", index - n_backbone)
+        node = sections[section].value[j]
+        return str(path), node.start_mark.line + 1
+    except Exception:  # the location is a courtesy; never hide the real error behind a failure here
+        return str(path), None
+
+
+def _describe_row(d: dict, loc: dict) -> str:
+    i = loc.get("i")
+    rows = list(d.get("backbone", [])) + list(d.get("head", []))
+    row = rows[i] if isinstance(i, int) and i < len(rows) else None
+    path, line = _row_line(d, i) if isinstance(i, int) else (None, None)
+    where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+    section = "backbone" if isinstance(i, int) and i < len(d.get("backbone", [])) else "head"
+    return f"{where}model YAML row {i} ({section}) {row}"
+
+
+def _unknown_module_message(name: str) -> str:
+    import ultralytics.nn.modules as umods
+
+    plugin = ", ".join(registry.list_layers())
+    stock = ", ".join(sorted(n for n in getattr(umods, "__all__", ()) if n[:1].isupper())[:40])
+    return (
+        f"unknown module {name!r}. yolo-attn layers: {plugin}. Ultralytics modules include: {stock}, ...; "
+        "torch layers are written nn.<Name>. Check the spelling, or register your own layer with "
+        "yolo_attn.register_layer(MyLayer, kind='attention'|'conv')."
+    )
+
+
+def _wrap_with_row_errors(patched):
+    code = patched.__code__
+
+    def parse_model(d, ch, verbose=True):
+        try:
+            return patched(d, ch, verbose)
+        except Exception as exc:
+            tb, loc = exc.__traceback__, None
+            while tb is not None:
+                if tb.tb_frame.f_code is code:
+                    loc = dict(tb.tb_frame.f_locals)
+                tb = tb.tb_next
+            if loc is None or "i" not in loc:
+                raise
+            where = _describe_row(d, loc)
+            m = loc.get("m")
+            if isinstance(exc, KeyError) and isinstance(m, str) and exc.args and exc.args[0] == m:
+                raise ModelYAMLError(f"{where}: {_unknown_module_message(m)}") from exc
+            if isinstance(m, type) and m in _kinds():
+                raise ModelYAMLError(f"{where}: {exc}") from exc
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"while building {where}")
+            raise
+
+    parse_model.__doc__ = patched.__doc__
+    parse_model.__wrapped__ = patched
+    parse_model._yolo_attn = True
+    return parse_model
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# YAML lookup, safe-load allow-list, names
+# --------------------------------------------------------------------------------------------------------------------
+def _wrap_check_yaml(original):
+    def check_yaml(file, suffix=(".yaml", ".yml"), hard=True):
+        found = original(file, suffix=suffix, hard=False)
+        if found:
+            return found
+        shipped = find_model_yaml(file) if file else None
+        if shipped is not None:
+            return str(shipped)
+        return original(file, suffix=suffix, hard=hard)
+
+    check_yaml.__wrapped__ = original
+    check_yaml._yolo_attn = True
+    return check_yaml
+
+
+def _plugin_classes() -> list[type]:
+    """Every nn.Module class a checkpoint of a plugin model may reference (registered ones and their submodules)."""
+    import yolo_attn.layers as layers_pkg
+
+    classes: set[type] = {spec.cls for spec in registry.specs()}
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith(layers_pkg.__name__ + "."):
+            for obj in vars(module).values():
+                if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__:
+                    classes.add(obj)
+    return sorted(classes, key=lambda c: (c.__module__, c.__qualname__))
+
+
+def _allow_safe_load() -> None:
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is not None:  # torch < 2.4 has no allow-list; Ultralytics then loads without weights_only anyway
+        add(_plugin_classes())
+
+
+def _sync_name(tasks, spec: registry.LayerSpec | None, name: str) -> None:
+    current = tasks.__dict__.get(name)
+    if spec is None:
+        if getattr(current, "_yolo_attn_owned", False) or (isinstance(current, type) and current in _owned):
+            tasks.__dict__.pop(name, None)
+        return
+    if current is not None and current is not spec.cls and current not in _owned:
+        raise KeyError(
+            f"cannot register {name!r}: Ultralytics already defines {name!r} in its parser namespace "
+            f"({getattr(current, '__module__', '?')}); choose another name"
+        )
+    setattr(tasks, name, spec.cls)
+    _owned.add(spec.cls)
+    _allow_safe_load()
+
+
+_owned: set[type] = set()
+
+
+def _on_registry_change(spec: registry.LayerSpec | None, name: str) -> None:
+    tasks = sys.modules.get("ultralytics.nn.tasks")
+    if tasks is not None and getattr(tasks, _MARK, False):
+        _sync_name(tasks, spec, name)
+
+
+def is_registered() -> bool:
+    """True once :func:`register_ultralytics` has patched the imported Ultralytics."""
+    tasks = sys.modules.get("ultralytics.nn.tasks")
+    return bool(tasks is not None and getattr(tasks, _MARK, False))
+
+
+def register_ultralytics() -> None:
+    """Make the imported Ultralytics understand every registered layer (idempotent, thread-safe).
+
+    Called automatically by the start-up hook when ``ultralytics.nn.tasks`` is imported (opt out with
+    ``YOLO_ATTN_DISABLE=1``); call it yourself only when the hook is disabled.
+
+    Raises:
+        IntegrationError: The installed Ultralytics lacks the structure this plugin patches; nothing was changed.
+    """
+    with _LOCK:
+        import ultralytics.nn.tasks as tasks
+
+        if getattr(tasks, _MARK, False):
+            return
+        version = ultralytics_version()
+        try:
+            patched = _wrap_with_row_errors(_patched_parse_model(tasks))
+            if not callable(getattr(tasks, "check_yaml", None)) or not callable(getattr(tasks, "make_divisible", None)):
+                raise IntegrationError("ultralytics.nn.tasks no longer imports check_yaml/make_divisible")
+        except IntegrationError as exc:
+            raise IntegrationError(
+                f"yolo-attn cannot hook Ultralytics {version}: {exc}. Verified on Ultralytics "
+                f"{', '.join(VERIFIED_ULTRALYTICS_VERSIONS)} (supported range {SUPPORTED_ULTRALYTICS_RANGE}). "
+                "Install a verified version (pip install 'ultralytics==8.4.190') or report this version."
+            ) from exc
+        except (OSError, SyntaxError, TypeError) as exc:  # e.g. source not available in a frozen install
+            raise IntegrationError(f"yolo-attn cannot read parse_model of Ultralytics {version}: {exc}") from exc
+
+        tasks.__dict__[_KINDS_NAME] = _KindsView()
+        tasks.__dict__[_CHANNELS_HOOK] = _resolve_channels
+        tasks.parse_model = patched
+        if not getattr(tasks.check_yaml, "_yolo_attn", False):
+            tasks.check_yaml = _wrap_check_yaml(tasks.check_yaml)
+        setattr(tasks, _MARK, version)
+        for spec in registry.specs():
+            _sync_name(tasks, spec, spec.name)
+        _allow_safe_load()
+        registry.add_listener(_on_registry_change)
+
+
+def install_placeholders(reason: str) -> None:
+    """After a failed registration: make plugin names raise ``reason`` when a YAML uses them (never build wrongly)."""
+    tasks = sys.modules.get("ultralytics.nn.tasks")
+    if tasks is None:
+        return
+    for spec in registry.specs():
+        if spec.name in tasks.__dict__:
+            continue
+
+        def __init__(self, *args, _name=spec.name, **kwargs):  # noqa: N807 - placeholder constructor
+            raise IntegrationError(f"{_name} cannot be built: {reason}")
+
+        placeholder = type(spec.name, (torch.nn.Module,), {"__init__": __init__, "_yolo_attn_owned": True})
+        setattr(tasks, spec.name, placeholder)
+
+
+def _register_from_hook() -> None:
+    """Entry point for the start-up hook: never crash the user's ``yolo`` command, never build a wrong model."""
+    try:
+        register_ultralytics()
+    except Exception as exc:  # a plugin must not take the stock CLI down with it
+        import warnings
+
+        message = f"yolo-attn: plugin layers are disabled: {exc}"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        try:
+            install_placeholders(str(exc))
+        except Exception:  # the warning above already says what is wrong
+            pass
