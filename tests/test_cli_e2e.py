@@ -50,7 +50,7 @@ def trained(tmp_path_factory, coco8_copy) -> dict:
         "plots=False",
         "save_period=1",
         "seed=0",
-        "project=runs",
+        f"project={work / 'runs'}",
         "name=ema",
         "exist_ok=True",
         cwd=work,
@@ -72,12 +72,27 @@ def test_train_wrote_checkpoints_with_plugin_layers(trained):
 def test_val_and_predict(trained):
     best = trained["run"] / "weights" / "best.pt"
     run = yolo(
-        "val", f"model={best}", f"data={trained['data']}", f"imgsz={IMGSZ}", "batch=4", "device=cpu", "plots=False",
-        "workers=0", cwd=trained["work"],
+        "val",
+        f"model={best}",
+        f"data={trained['data']}",
+        f"imgsz={IMGSZ}",
+        "batch=4",
+        "device=cpu",
+        "plots=False",
+        "workers=0",
+        cwd=trained["work"],
     )
     assert "all" in run.stdout + run.stderr  # the per-class table's summary row
     images = Path(trained["data"]).parent / "images" / "val"
-    yolo("predict", f"model={best}", f"source={images}", f"imgsz={IMGSZ}", "device=cpu", "save=False", cwd=trained["work"])
+    yolo(
+        "predict",
+        f"model={best}",
+        f"source={images}",
+        f"imgsz={IMGSZ}",
+        "device=cpu",
+        "save=False",
+        cwd=trained["work"],
+    )
 
 
 def test_resume_from_interrupted_checkpoint(trained, tmp_path):

@@ -76,9 +76,9 @@ def test_attention_gets_true_input_channels_at_every_scale(scale, expected):
     d = small_yaml([[-1, 1, "EMA", [16]], [-1, 1, "CBAM", [7]], [-1, 1, "SE", []]], scale=scale)
     model = DetectionModel(d, verbose=False)
     ema, cbam, se = model.model[5], model.model[6], model.model[7]
+    assert (ema.c1, cbam.c1, se.c1) == (expected, expected, expected)
     assert ema.gn.num_channels == expected // 16  # factor=16 groups -> C/G channels per group
-    assert cbam.spatial_gate.conv.kernel_size == (7, 7) if hasattr(cbam, "spatial_gate") else True
-    assert se.fc1.in_channels == expected if hasattr(se, "fc1") else True
+    assert (ema.groups, cbam.kernel_size) == (16, 7)
     out = model(torch.zeros(1, 3, 64, 96))
     assert out is not None
     for m in (ema, cbam, se):
@@ -88,8 +88,7 @@ def test_attention_gets_true_input_channels_at_every_scale(scale, expected):
 def test_yaml_args_follow_injected_channels():
     d = small_yaml([[-1, 1, "EMA", []], [-1, 1, "EMA", [8]], [-1, 1, "ECA", [5]], [-1, 1, "CoordAtt", [16]]])
     model = DetectionModel(d, verbose=False)
-    assert model.model[5].groups == 32 if hasattr(model.model[5], "groups") else model.model[5].factor == 32
-    assert model.model[6].groups == 8 if hasattr(model.model[6], "groups") else model.model[6].factor == 8
+    assert (model.model[5].groups, model.model[6].groups) == (32, 8)
     assert model.model[7].conv.kernel_size == (5,)
     assert model.model[8].conv1.out_channels == max(8, 64 // 16)
 
@@ -99,7 +98,7 @@ def test_conv_like_layer_is_width_scaled_like_conv(scale, c2):
     d = small_yaml([[-1, 1, "ODConv", [128, 3, 2]], [-1, 1, "Conv", [128, 3, 2]]], scale=scale)
     model = DetectionModel(d, verbose=False)
     od, conv = model.model[5], model.model[6]
-    assert od.conv.weight.shape[1:3] == (c2, model.model[4].cv2.conv.out_channels) or od.bn.num_features == c2
+    assert od.conv.weight.shape[1:3] == (c2, model.model[4].cv2.conv.out_channels)  # kernel bank (K, c2, c1, k, k)
     assert od.bn.num_features == conv.bn.num_features == c2
     assert conv.conv.in_channels == c2  # the next layer reads ODConv's scaled width
     y = model(torch.zeros(2, 3, 64, 64))
@@ -191,9 +190,11 @@ def test_user_layers_of_both_kinds():
     registry.register_layer(ScaleGate, kind="attention")
     registry.register_layer(kind="conv")(PointConv)
     try:
-        model = DetectionModel(small_yaml([[-1, 1, "ScaleGate", [0.5]], [-1, 1, "PointConv", [128, 2]]], "s"), False)
+        model = DetectionModel(
+            small_yaml([[-1, 1, "ScaleGate", [0.5]], [-1, 1, "PointConv", [128, 2]]], "s"), verbose=False
+        )
         gate, conv = model.model[5], model.model[6]
-        assert gate.scale.shape[1] == 128 and float(gate.scale[0, 0]) == 0.5
+        assert gate.scale.shape[1] == 128 and gate.scale[0, 0].item() == 0.5
         assert (conv.conv.in_channels, conv.conv.out_channels, conv.conv.stride) == (128, 64, (2, 2))
         assert "ScaleGate" in registry.list_layers("attention") and "PointConv" in registry.list_layers("conv")
     finally:
@@ -249,15 +250,31 @@ def test_missing_parser_structure_raises_integration_error(tmp_path):
         tmp_path,
         """
         def parse_model(d, ch, verbose=True):
+            width, max_channels = 1.0, 1024
             for i, (f, n, m, args) in enumerate(d["backbone"] + d["head"]):
                 if m in base_modules:
                     c1, c2 = ch[f], args[0]
                 else:
                     c2 = args[0]  # a future release that changed the catch-all
-            return width, max_channels
         """,
     )
     with pytest.raises(IntegrationError, match="no longer ends in `else: c2 = ch\\[f\\]`"):
+        integration._patched_parse_model(fake)
+
+
+def test_missing_parser_locals_raise_integration_error(tmp_path):
+    fake = _fake_tasks(
+        tmp_path,
+        """
+        def parse_model(d, ch, verbose=True):
+            for i, (f, n, m, args) in enumerate(d["backbone"] + d["head"]):
+                if m in base_modules:
+                    c1, c2 = ch[f], args[0]
+                else:
+                    c2 = ch[f]
+        """,
+    )
+    with pytest.raises(IntegrationError, match=r"no longer defines \['max_channels', 'width'\]"):
         integration._patched_parse_model(fake)
 
 

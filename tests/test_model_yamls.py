@@ -84,7 +84,9 @@ def test_shipped_yaml_builds_and_is_wired(name, scale):
         assert [m.f for m in variant.model] == [m.f for m in base.model]  # wiring untouched
         replaced = sum(sum(p.numel() for p in c.parameters()) for c in base_convs)
         added = sum(m.np for m in plugin)
-        assert sum(p.numel() for p in variant.parameters()) == sum(p.numel() for p in base.parameters()) - replaced + added
+        assert (
+            sum(p.numel() for p in variant.parameters()) == sum(p.numel() for p in base.parameters()) - replaced + added
+        )
         return
 
     necks = NECK_OUTPUTS[family(name)]
@@ -163,7 +165,9 @@ def test_local_file_shadows_shipped_yaml(tmp_path):
     """A user's own yolov8-ema.yaml in the working folder wins over the shipped one (like Ultralytics' own lookup)."""
     text = (REPO / "model_yamls" / "yolov8-ema.yaml").read_text().replace("EMA, []", "EMA, [16]")
     Path(tmp_path / "yolov8-ema.yaml").write_text(text)
-    code = "from ultralytics.nn.tasks import DetectionModel as D; print(D('yolov8n-ema.yaml', verbose=False).model[16].gn)"
+    code = (
+        "from ultralytics.nn.tasks import DetectionModel as D; print(D('yolov8n-ema.yaml', verbose=False).model[16].gn)"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "GroupNorm(4, 4" in run.stdout  # 64 channels / 16 groups

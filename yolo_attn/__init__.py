@@ -9,8 +9,6 @@ Example:
     torch.Size([1, 64, 20, 24])
 """
 
-import importlib
-
 from yolo_attn import _autoload  # noqa: F401  (installs the Ultralytics hook: import order must not matter)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
@@ -37,20 +35,22 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from yolo_attn.integration import register_ultralytics
-    from yolo_attn.layers.cbam import CBAM
-    from yolo_attn.layers.coord_attn import CoordAtt
-    from yolo_attn.layers.eca import ECA
-    from yolo_attn.layers.ema import EMA
-    from yolo_attn.layers.odconv import ODConv, ODConv2d
-    from yolo_attn.layers.se import SE
-    from yolo_attn.registry import LayerKind, get_layer, list_layers, register_layer, unregister_layer
+    from yolo_attn.integration import register_ultralytics  # noqa: F401
+    from yolo_attn.layers.cbam import CBAM  # noqa: F401
+    from yolo_attn.layers.coord_attn import CoordAtt  # noqa: F401
+    from yolo_attn.layers.eca import ECA  # noqa: F401
+    from yolo_attn.layers.ema import EMA  # noqa: F401
+    from yolo_attn.layers.odconv import ODConv, ODConv2d  # noqa: F401
+    from yolo_attn.layers.se import SE  # noqa: F401
+    from yolo_attn.registry import LayerKind, get_layer, list_layers, register_layer, unregister_layer  # noqa: F401
 
 
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'yolo_attn' has no attribute {name!r}")
+    import importlib  # here, not at module level: importing yolo_attn happens at every interpreter start
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

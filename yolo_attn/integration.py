@@ -143,7 +143,9 @@ def _find_catch_all(fn: ast.FunctionDef) -> ast.If:
         if isinstance(n, ast.For) and "backbone" in ast.unparse(n.iter) and "head" in ast.unparse(n.iter)
     ]
     if len(loops) != 1:
-        raise IntegrationError(f"expected one `for ... in enumerate(d['backbone'] + d['head'])` loop, found {len(loops)}")
+        raise IntegrationError(
+            f"expected one `for ... in enumerate(d['backbone'] + d['head'])` loop, found {len(loops)}"
+        )
     for node in loops[0].body:
         if not (isinstance(node, ast.If) and "base_modules" in ast.unparse(node.test)):
             continue
@@ -387,6 +389,10 @@ def install_placeholders(reason: str) -> None:
     tasks = sys.modules.get("ultralytics.nn.tasks")
     if tasks is None:
         return
+    # Keep resolving shipped YAML names, so `yolov8n-ema.yaml` reaches the placeholder and its explanation
+    # instead of a bare "file does not exist".
+    if callable(getattr(tasks, "check_yaml", None)) and not getattr(tasks.check_yaml, "_yolo_attn", False):
+        tasks.check_yaml = _wrap_check_yaml(tasks.check_yaml)
     for spec in registry.specs():
         if spec.name in tasks.__dict__:
             continue

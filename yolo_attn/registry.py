@@ -132,7 +132,9 @@ def get_spec(name: str) -> LayerSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"no layer named {name!r} is registered; registered layers: {', '.join(list_layers())}") from None
+        raise KeyError(
+            f"no layer named {name!r} is registered; registered layers: {', '.join(list_layers())}"
+        ) from None
 
 
 def get_layer(name: str) -> type[nn.Module]:
