@@ -39,12 +39,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "yolo-attn table runs/compare/exp",
     ),
     "place": (
-        "yolo_attn.compare.commands:place_command",
+        "yolo_attn.placement:place_command",
         "insert/replace/remove layers in a model YAML with every `from` index rewired",
         "yolo-attn place base=yolov8.yaml layer=EMA after=15,18,21 out=my.yaml",
     ),
     "inspect": (
-        "yolo_attn.compare.commands:inspect_command",
+        "yolo_attn.placement:inspect_command",
         "per-layer table (from, module, args after injection, output shape, params, GFLOPs)",
         "yolo-attn inspect model=my.yaml imgsz=640 scale=s",
     ),
