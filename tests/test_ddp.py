@@ -1,0 +1,59 @@
+"""Multi-GPU (DDP) training with plugin layers, tested as far as a CPU machine allows.
+
+Ultralytics' DDP launcher (``ultralytics.utils.dist.generate_ddp_file``) cloudpickles the trainer's model into a
+``.pt`` file and writes a Python script that each worker runs under ``torch.distributed.run``. The worker is a fresh
+interpreter: it only works if unpickling finds the plugin classes and the parser knows the plugin names. Here the
+real generated script runs in a fresh process, unchanged except that ``trainer.train()`` (which needs GPUs and a
+process group) is replaced by a check of the model it rebuilt.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import subprocess_env
+
+
+def test_generated_ddp_worker_rebuilds_plugin_model(coco8_copy, tmp_path):
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils.dist import generate_ddp_file
+
+    trainer = DetectionTrainer(
+        overrides={
+            "model": "yolov8n-ema.yaml",
+            "data": str(coco8_copy),
+            "epochs": 1,
+            "imgsz": 64,
+            "device": "cpu",
+            "plots": False,
+            "project": str(tmp_path / "runs"),
+            "name": "ddp",
+        }
+    )
+    trainer.model = trainer.get_model(cfg="yolov8n-ema.yaml", verbose=False)
+    script = Path(generate_ddp_file(trainer))
+    try:
+        text = script.read_text()
+        assert "trainer.train()" in text
+        probe = text.replace(
+            "trainer.train()",
+            "import torch\n"
+            "    names = [type(m).__name__ for m in trainer.model.model]\n"
+            "    out = trainer.model.eval()(torch.zeros(1, 3, 64, 64))\n"
+            "    rebuilt = type(trainer).__name__, names.count('EMA')\n"
+            "    from ultralytics.nn.tasks import DetectionModel\n"
+            "    fresh = DetectionModel(trainer.model.yaml, verbose=False)  # what a worker's resume would parse\n"
+            "    print('WORKER', *rebuilt, sum(type(m).__name__ == 'EMA' for m in fresh.model))",
+        )
+        worker = tmp_path / "worker.py"
+        worker.write_text(probe)
+        run = subprocess.run(
+            [sys.executable, str(worker)], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.stdout.strip().splitlines()[-1] == "WORKER DetectionTrainer 3 3"
+    finally:
+        script.unlink(missing_ok=True)
+        script.with_suffix(".pt").unlink(missing_ok=True)
