@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": (
         "yolo_attn.evaluation.commands:convert_command",
         "convert datasets (VisDrone -> YOLO labels + COCO GT JSON with ignored regions)",
-        "yolo-attn convert visdrone src=VisDrone2019-DET-val out=VisDrone2019-DET-val",
+        "yolo-attn convert visdrone src=VisDrone2019-DET-val out=datasets/VisDrone",
     ),
     "bench": (
         "yolo_attn.bench.commands:bench_command",
@@ -66,7 +67,8 @@ def parse_value(text: str) -> object:
     if lowered.lower() in {"true", "false"}:
         return lowered.lower() == "true"
     try:
-        return ast.literal_eval(lowered)
+        value = ast.literal_eval(lowered)
+        return list(value) if isinstance(value, tuple) else value  # `seeds=0,1,2` parses as a tuple
     except (ValueError, SyntaxError):
         pass
     if "," in lowered and not lowered.startswith(("[", "(")):
@@ -142,8 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         func = _resolve(COMMANDS[command][0])
         func(*positional, **kwargs)
     except (CLIError, ValueError, KeyError, FileNotFoundError, TypeError) as exc:
+        if os.environ.get("YOLO_ATTN_DEBUG"):  # developers: the full traceback
+            raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"yolo-attn {command}: error: {message}", file=sys.stderr)
+        if isinstance(exc, TypeError):
+            print("  (set YOLO_ATTN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     return 0
 
