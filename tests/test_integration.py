@@ -357,3 +357,35 @@ def test_opt_out_variable_disables_registration(tmp_path):
     lines = run.stdout.split("\n")
     assert lines[0] == "False False"
     assert "FAILED" in run.stdout  # the shipped YAML is not even found: the plugin is really off
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# pretrained transfer through Ultralytics' own BaseModel.load (what `yolo train pretrained=base.pt` calls)
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "base_name,variant_name", [("yolov8n.yaml", "yolov8n-ema.yaml"), ("yolo11n.yaml", "yolo11n-se.yaml")]
+)
+def test_pretrained_load_transfers_every_base_tensor(base_name, variant_name):
+    from ultralytics.utils.torch_utils import intersect_dicts
+
+    torch.manual_seed(0)
+    base = DetectionModel(base_name, verbose=False)
+    for p in base.parameters():  # distinguishable values: a wrong placement cannot pass by accident
+        p.data.normal_()
+    variant = DetectionModel(variant_name, verbose=False)
+    stock_count = len(intersect_dicts(base.state_dict(), variant.state_dict()))  # Ultralytics' index-keyed rule
+    variant.load(base, verbose=False)
+    plugin_rows = {m.i for m in variant.model if type(m).__name__ in registry.list_layers()}
+    k = 0
+    transferred = 0
+    for layer in variant.model:
+        if layer.i in plugin_rows:
+            continue
+        b_sd, v_sd = base.model[k].state_dict(), layer.state_dict()
+        assert b_sd.keys() == v_sd.keys()
+        for key in b_sd:
+            assert torch.equal(b_sd[key], v_sd[key]), (layer.i, key)
+            transferred += 1
+        k += 1
+    assert transferred == len(base.state_dict())  # every base tensor, in its renumbered layer
+    assert stock_count < transferred  # what Ultralytics alone would have kept

@@ -44,6 +44,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "insert/replace/remove layers in a model YAML with every `from` index rewired",
         "yolo-attn place base=yolov8.yaml layer=EMA after=15,18,21 out=my.yaml",
     ),
+    "transfer": (
+        "yolo_attn.transfer:transfer_command",
+        "write a variant checkpoint initialised with every baseline tensor (renumbered rows included)",
+        "yolo-attn transfer base=runs/detect/train/weights/best.pt model=yolov8n-ema.yaml out=ema-init.pt",
+    ),
     "inspect": (
         "yolo_attn.placement:inspect_command",
         "per-layer table (from, module, args after injection, output shape, params, GFLOPs)",

@@ -15,7 +15,11 @@ What it does to an imported ``ultralytics.nn.tasks`` (nothing on disk is edited)
    unknown module names list the registered plugin layers.
 4. **YAML lookup.** ``check_yaml`` (as seen from ``ultralytics.nn.tasks``) falls back to the YAMLs shipped with
    yolo-attn, so ``yolov8s-ema.yaml`` resolves from any folder with scale ``s``.
-5. **Restricted loading.** Plugin classes are added to ``torch.serialization``'s safe globals so checkpoints load with
+5. **Pretrained transfer.** ``BaseModel.load`` (what ``pretrained=base.pt`` calls) keys tensors by row index, so
+   every row after an inserted layer would be dropped; when the source model is a base of the target (or vice
+   versa) we hand Ultralytics' own ``load`` a re-indexed view of the source (:mod:`yolo_attn.transfer` aligns the
+   rows), so every base tensor lands in its renumbered layer and Ultralytics' head handling still applies.
+6. **Restricted loading.** Plugin classes are added to ``torch.serialization``'s safe globals so checkpoints load with
    ``ULTRALYTICS_SAFE_LOAD=1``.
 
 If the structure we rely on is missing, registration raises :class:`IntegrationError`; the start-up hook turns that
@@ -277,6 +281,66 @@ def _wrap_with_row_errors(patched):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# pretrained transfer across renumbered rows
+# --------------------------------------------------------------------------------------------------------------------
+def _yaml_rows(model: object) -> list | None:
+    cfg = getattr(model, "yaml", None)
+    if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
+        return None
+    return list(cfg["backbone"]) + list(cfg["head"])
+
+
+def renumbered_source(source: torch.nn.Module, target: torch.nn.Module) -> tuple[torch.nn.Module, str] | None:
+    """A view of ``source`` whose ``model.<i>`` indices are the target's, or None when no renumbering is needed.
+
+    Unmatched target rows (inserted layers) and conv-like swaps (``Conv`` -> ``ODConv``) hold parameter-less
+    placeholders, so nothing is copied into them. ``source`` itself is not modified.
+    """
+    from yolo_attn.transfer import NotAVariantError, align_layers
+
+    rows_s, rows_t = _yaml_rows(source), _yaml_rows(target)
+    layers = getattr(source, "model", None)
+    if rows_s is None or rows_t is None or rows_s == rows_t or not isinstance(layers, torch.nn.Sequential):
+        return None
+    try:
+        alignment = align_layers(source.yaml, target.yaml)
+    except NotAVariantError:
+        return None  # unrelated architectures: Ultralytics' own key/shape intersection, as without the plugin
+    if all(i == j for i, j in alignment.matched.items()) and not alignment.replaced:
+        return None
+    to_base = {j: i for i, j in alignment.matched.items()}
+    rows = [layers[to_base[j]] if j in to_base else torch.nn.Identity() for j in range(len(target.model))]
+    view = __import__("copy").copy(source)
+    view._modules = dict(source._modules)  # a shallow copy would otherwise share (and mutate) the module dict
+    view._modules["model"] = torch.nn.Sequential(*rows)
+    note = (
+        f"yolo-attn: pretrained weights re-indexed for this variant: {len(alignment.renumbered)} rows renumbered, "
+        f"{len(alignment.extra)} inserted rows initialised fresh"
+        + (f", {len(alignment.replaced)} swapped conv-like rows not transferred" if alignment.replaced else "")
+    )
+    return view, note
+
+
+def _wrap_load(original):
+    def load(self, weights, verbose=True):
+        source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
+        if isinstance(source, torch.nn.Module):
+            renumbered = renumbered_source(source, self)
+            if renumbered is not None:
+                weights, note = renumbered
+                if verbose:
+                    import ultralytics.nn.tasks as tasks
+
+                    tasks.LOGGER.info(note)
+        return original(self, weights, verbose)
+
+    load.__doc__ = original.__doc__
+    load.__wrapped__ = original
+    load._yolo_attn = True
+    return load
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # YAML lookup, safe-load allow-list, names
 # --------------------------------------------------------------------------------------------------------------------
 def _wrap_check_yaml(original):
@@ -377,6 +441,10 @@ def register_ultralytics() -> None:
         tasks.parse_model = patched
         if not getattr(tasks.check_yaml, "_yolo_attn", False):
             tasks.check_yaml = _wrap_check_yaml(tasks.check_yaml)
+        base_model = getattr(tasks, "BaseModel", None)
+        if base_model is not None and callable(getattr(base_model, "load", None)):
+            if not getattr(base_model.load, "_yolo_attn", False):
+                base_model.load = _wrap_load(base_model.load)
         setattr(tasks, _MARK, version)
         for spec in registry.specs():
             _sync_name(tasks, spec, spec.name)
