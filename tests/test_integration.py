@@ -389,3 +389,20 @@ def test_pretrained_load_transfers_every_base_tensor(base_name, variant_name):
         k += 1
     assert transferred == len(base.state_dict())  # every base tensor, in its renumbered layer
     assert stock_count < transferred  # what Ultralytics alone would have kept
+
+
+def test_model_fuse_also_fuses_plugin_layers():
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n-odconv.yaml", verbose=False).eval()
+    for m in model.modules():  # non-trivial BN statistics so an unfused/fused mismatch would show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        before = model(x)[0]
+        model.fuse(verbose=False)
+        after = model(x)[0]
+    odconv = [m for m in model.model if type(m).__name__ == "ODConv"]
+    assert len(odconv) == 2 and all(isinstance(m.bn, nn.Identity) for m in odconv)
+    torch.testing.assert_close(after, before, atol=1e-3, rtol=1e-4)

@@ -19,7 +19,9 @@ What it does to an imported ``ultralytics.nn.tasks`` (nothing on disk is edited)
    every row after an inserted layer would be dropped; when the source model is a base of the target (or vice
    versa) we hand Ultralytics' own ``load`` a re-indexed view of the source (:mod:`yolo_attn.transfer` aligns the
    rows), so every base tensor lands in its renumbered layer and Ultralytics' head handling still applies.
-6. **Restricted loading.** Plugin classes are added to ``torch.serialization``'s safe globals so checkpoints load with
+6. **Fusing.** ``BaseModel.fuse`` (val, predict, export) also calls ``fuse()`` on plugin layers that have one
+   (ODConv folds its BatchNorm into the dynamic kernel bank).
+7. **Restricted loading.** Plugin classes are added to ``torch.serialization``'s safe globals so checkpoints load with
    ``ULTRALYTICS_SAFE_LOAD=1``.
 
 If the structure we rely on is missing, registration raises :class:`IntegrationError`; the start-up hook turns that
@@ -340,6 +342,22 @@ def _wrap_load(original):
     return load
 
 
+def _wrap_fuse(original):
+    """``BaseModel.fuse`` only folds BN into Ultralytics' own conv classes; also fuse plugin layers that can."""
+
+    def fuse(self, verbose=True, imgsz=640):
+        plugin_types = tuple(spec.cls for spec in registry.specs())
+        for m in self.model.modules():
+            if plugin_types and isinstance(m, plugin_types) and callable(getattr(m, "fuse", None)):
+                m.fuse()
+        return original(self, verbose=verbose, imgsz=imgsz)
+
+    fuse.__doc__ = original.__doc__
+    fuse.__wrapped__ = original
+    fuse._yolo_attn = True
+    return fuse
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # YAML lookup, safe-load allow-list, names
 # --------------------------------------------------------------------------------------------------------------------
@@ -445,6 +463,8 @@ def register_ultralytics() -> None:
         if base_model is not None and callable(getattr(base_model, "load", None)):
             if not getattr(base_model.load, "_yolo_attn", False):
                 base_model.load = _wrap_load(base_model.load)
+            if callable(getattr(base_model, "fuse", None)) and not getattr(base_model.fuse, "_yolo_attn", False):
+                base_model.fuse = _wrap_fuse(base_model.fuse)
         setattr(tasks, _MARK, version)
         for spec in registry.specs():
             _sync_name(tasks, spec, spec.name)
