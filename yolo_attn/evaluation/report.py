@@ -85,8 +85,14 @@ def format_table(result: dict[str, Any], per_class: bool = True) -> str:
         extra = [k for k in rows[0] if k.startswith("AR@") or k == "AP75"]
         hdr = f"{'id':>4}  {'class':<20}{'AP':>8}{'AP50':>8}" + "".join(f"{k:>8}" for k in extra)
         hdr += f"{'n_gt':>8}{'n_pred':>8}" + (f"{'n_img':>7}" if "n_images" in rows[0] else "")
-        lines += ["", "per class:", hdr]
-        for r in rows:
+        shown = [r for r in rows if r["n_gt"] or r["n_pred"]]  # classes absent from GT and predictions: JSON only
+        hidden = len(rows) - len(shown)
+        lines += [
+            "",
+            "per class" + (f" ({hidden} classes with no GT and no predictions omitted):" if hidden else ":"),
+            hdr,
+        ]
+        for r in shown:
             line = f"{r['id']!s:>4}  {str(r['name'])[:19]:<20}{_fmt(r['AP']):>8}{_fmt(r['AP50']):>8}"
             line += "".join(f"{_fmt(r[k]):>8}" for k in extra)
             line += f"{r['n_gt']:>8}{r['n_pred']:>8}" + (f"{r['n_images']:>7}" if "n_images" in r else "")
