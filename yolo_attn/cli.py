@@ -148,8 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         positional, kwargs = parse_args(rest)
         func = _resolve(COMMANDS[command][0])
         func(*positional, **kwargs)
-    except (CLIError, ValueError, KeyError, FileNotFoundError, TypeError) as exc:
-        if os.environ.get("YOLO_ATTN_DEBUG"):  # developers: the full traceback
+    except Exception as exc:
+        # Our own error types (e.g. FlopCountError) and bad-input errors get one line; anything else is a bug.
+        expected = (CLIError, ValueError, KeyError, FileNotFoundError, TypeError)
+        if os.environ.get("YOLO_ATTN_DEBUG") or not (
+            isinstance(exc, expected) or type(exc).__module__.startswith("yolo_attn")
+        ):  # developers: the full traceback
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"yolo-attn {command}: error: {message}", file=sys.stderr)
