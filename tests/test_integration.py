@@ -406,3 +406,19 @@ def test_model_fuse_also_fuses_plugin_layers():
     odconv = [m for m in model.model if type(m).__name__ == "ODConv"]
     assert len(odconv) == 2 and all(isinstance(m.bn, nn.Identity) for m in odconv)
     torch.testing.assert_close(after, before, atol=1e-3, rtol=1e-4)
+
+
+def test_startup_hook_is_silent_when_the_package_is_gone(tmp_path):
+    """A left-behind .pth (e.g. the editable checkout was deleted) must not print errors at every Python start."""
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "yolo_attn_autoload.pth").write_text((REPO / "yolo_attn_autoload.pth").read_text())
+    env = subprocess_env()
+    env["PYTHONPATH"] = ""
+    code = f"import site, sys; site.addsitedir({str(site_dir)!r}); print('yolo_attn' in sys.modules)"
+    run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0 and run.stderr == "" and run.stdout.strip() == "False"
+    # and with the package importable, the same file installs the hook
+    env["PYTHONPATH"] = str(REPO)
+    run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.strip() == "True", run.stderr
