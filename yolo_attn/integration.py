@@ -345,12 +345,12 @@ def _wrap_load(original):
 def _wrap_fuse(original):
     """``BaseModel.fuse`` only folds BN into Ultralytics' own conv classes; also fuse plugin layers that can."""
 
-    def fuse(self, verbose=True, imgsz=640):
+    def fuse(self, *args, **kwargs):  # pass-through: the signature differs across releases (imgsz= since 8.4.x)
         plugin_types = tuple(spec.cls for spec in registry.specs())
         for m in self.model.modules():
             if plugin_types and isinstance(m, plugin_types) and callable(getattr(m, "fuse", None)):
                 m.fuse()
-        return original(self, verbose=verbose, imgsz=imgsz)
+        return original(self, *args, **kwargs)
 
     fuse.__doc__ = original.__doc__
     fuse.__wrapped__ = original
