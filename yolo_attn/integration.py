@@ -45,7 +45,7 @@ import torch
 from yolo_attn import registry
 
 #: Ultralytics releases this integration was verified against (full test suite run).
-VERIFIED_ULTRALYTICS_VERSIONS: tuple[str, ...] = ("8.4.190",)
+VERIFIED_ULTRALYTICS_VERSIONS: tuple[str, ...] = ("8.4.0", "8.4.100", "8.4.190")
 #: Range declared in pyproject; other versions are attempted, the structural checks below guard them.
 SUPPORTED_ULTRALYTICS_RANGE = ">=8.4,<8.5"
 
