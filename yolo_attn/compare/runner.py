@@ -117,6 +117,16 @@ def _benchmark(folder: Path, config: dict[str, Any], results: dict[str, dict], v
     return bench
 
 
+def _eval_args(train_args: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation runs on one device: the first of a DDP training's ``device=0,1``."""
+    device = train_args.get("device")
+    if isinstance(device, (list, tuple)):
+        device = device[0] if device else None
+    elif isinstance(device, str) and "," in device:
+        device = device.split(",")[0].strip()
+    return {} if device is None else {"device": device}
+
+
 def load_results(folder: Path) -> dict[str, dict[str, Any]]:
     """All per-run result JSONs of a run folder, keyed by run name."""
     out = {}
@@ -232,7 +242,7 @@ def compare(
             "split": config["split"],
             "pretrained": config["pretrained"],
             "train_args": config["train_args"],
-            "eval_args": {k: v for k, v in {"device": config["train_args"].get("device")}.items() if v is not None},
+            "eval_args": _eval_args(config["train_args"]),
             "run_dir": str((folder / "runs" / run).resolve()),
             "result_path": str((folder / "results" / f"{run}.json").resolve()),
         }
