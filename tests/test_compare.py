@@ -202,3 +202,12 @@ def test_noise_rule_by_hand():
     mean, std, n = mean_std([1.0, 2.0, 3.0])
     assert (mean, std, n) == (2.0, 1.0, 3)
     assert mean_std([5.0]) == (5.0, None, 1)
+
+
+def test_ddp_device_list_evaluates_on_first_device():
+    from yolo_attn.compare.runner import _eval_args
+
+    assert _eval_args({"device": [0, 1]}) == {"device": 0}
+    assert _eval_args({"device": "0,1"}) == {"device": "0"}
+    assert _eval_args({"device": "cpu"}) == {"device": "cpu"}
+    assert _eval_args({}) == {}
