@@ -62,3 +62,18 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.pop("YOLO_ATTN_DISABLE", None)
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Run a module's tests with one torch thread.
+
+    Building a model runs a small forward pass; on 2 cores shared with other jobs, torch's intra-op threads spin
+    against each other and a 0.1 s build takes seconds. One thread keeps such suites' runtime predictable.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from conftest import REPO
 
@@ -61,14 +60,7 @@ def targets(text: str) -> dict[str, int]:
     return {"backbone->Concat": concat_in, "neck->Detect": detect_in, "plain": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Building a model runs a small forward pass; with 2 cores shared by other jobs, torch's intra-op threads spin
-    # against each other and a 0.1 s build takes seconds. One thread keeps the suite's runtime predictable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ PLUGIN = set(registry.list_layers())
 ATTENTION_VARIANTS = [f"{fam}n-{v}.yaml" for fam in ("yolov8", "yolo11") for v in ("se", "cbam", "eca", "ema", "ca")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Model builds run a forward pass; on 2 shared cores torch's thread pool spins and multiplies the build time.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -598,6 +598,18 @@ def input_channels(model: nn.Module) -> int:
     return 3
 
 
+def _cost_fields(m: nn.Module, name: str, counts: dict[str, list[int]], shapes: dict[str, list[int]]) -> dict:
+    """The counted fields every breakdown row shares."""
+    macs, elem = counts.get(name, [0, 0])
+    return {
+        "params": sum(p.numel() for p in m.parameters()),
+        "macs": macs,
+        "gflops": 2 * macs / 1e9,
+        "elementwise_ops": elem,
+        "output_shape": shapes.get(name),
+    }
+
+
 def _layer_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[str, list[int]]) -> list[dict]:
     seq = getattr(model, "model", None)
     if isinstance(seq, nn.Sequential):  # Ultralytics: model.model[i] with .i/.f/.type set by parse_model
@@ -607,7 +619,6 @@ def _layer_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[str
     rows = []
     for idx, (child_name, m) in enumerate(items):
         name = prefix + child_name
-        macs, elem = counts.get(name, [0, 0])
         rows.append(
             {
                 "index": getattr(m, "i", idx),
@@ -615,11 +626,7 @@ def _layer_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[str
                 "from": getattr(m, "f", None),
                 # Ultralytics sets a string `.type`; on other modules `.type` is nn.Module's dtype-cast method
                 "type": m.type if isinstance(getattr(m, "type", None), str) else type(m).__name__,
-                "params": sum(p.numel() for p in m.parameters()),
-                "macs": macs,
-                "gflops": 2 * macs / 1e9,
-                "elementwise_ops": elem,
-                "output_shape": shapes.get(name),
+                **_cost_fields(m, name, counts, shapes),
             }
         )
     return rows
@@ -635,18 +642,13 @@ def _plugin_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[st
             continue  # a plugin layer nested in another is part of its parent's row
         rest = name[len(seq_prefix) :] if name.startswith(seq_prefix) else name
         head = rest.split(".", 1)[0]
-        macs, elem = counts.get(name, [0, 0])
         rows.append(
             {
                 "name": name,
                 "layer": layer,
                 "layer_index": int(head) if head.isdigit() else None,
                 "class": f"{type(m).__module__}.{type(m).__qualname__}",
-                "params": sum(p.numel() for p in m.parameters()),
-                "macs": macs,
-                "gflops": 2 * macs / 1e9,
-                "elementwise_ops": elem,
-                "output_shape": shapes.get(name),
+                **_cost_fields(m, name, counts, shapes),
             }
         )
     return rows
