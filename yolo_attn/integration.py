@@ -395,6 +395,9 @@ def _allow_safe_load() -> None:
         add(_plugin_classes())
 
 
+_owned: set[type] = set()  # classes this plugin put into the parser namespace (so re-registration may replace them)
+
+
 def _sync_name(tasks, spec: registry.LayerSpec | None, name: str) -> None:
     current = tasks.__dict__.get(name)
     if spec is None:
@@ -408,16 +411,14 @@ def _sync_name(tasks, spec: registry.LayerSpec | None, name: str) -> None:
         )
     setattr(tasks, name, spec.cls)
     _owned.add(spec.cls)
-    _allow_safe_load()
-
-
-_owned: set[type] = set()
 
 
 def _on_registry_change(spec: registry.LayerSpec | None, name: str) -> None:
     tasks = sys.modules.get("ultralytics.nn.tasks")
     if tasks is not None and getattr(tasks, _MARK, False):
         _sync_name(tasks, spec, name)
+        if spec is not None:
+            _allow_safe_load()
 
 
 def is_registered() -> bool:
