@@ -2,9 +2,11 @@
 
 Reproduces the figures of ``yolo-attn bench``:
 
-1. FLOPs of every model by four counters -- ours (per aten op, real size, fused), thop at the real size, torch's
-   ``FlopCounterMode``, and Ultralytics' ``get_flops`` (stride-proxy extrapolation) -- fused and unfused, so the
-   published 28.6 (fused) / 28.8 (unfused, thop counts BN) and the extrapolation error are visible side by side.
+1. FLOPs of every model by four counters -- ours (per aten op, real size, fused; the headline counts plugin layers
+   by their official formulation, "exec" what yolo-attn runs), thop at the real size, torch's ``FlopCounterMode``,
+   and Ultralytics' ``get_flops`` (stride-proxy extrapolation) -- fused and unfused, so the published 28.6 (fused) /
+   28.8 (unfused, thop counts BN) and the extrapolation error are visible side by side. thop, FlopCounterMode and
+   get_flops see what runs, so compare them with the "exec" column.
 2. The per-layer cost of each plugin layer standing alone at (128, 80, 80) by the same counters.
 3. Latency (p50/p90, with and without NMS) and throughput, all models timed interleaved, with the overhead of each
    model over the first as the median of per-round paired ratios and a bootstrap 95% interval.
@@ -13,6 +15,7 @@ Usage:
     python benchmarks/bench_models.py --quick          # yolov8s, -ema, -ca; 40 rounds (~2-3 min on 2 cores)
     python benchmarks/bench_models.py                  # all shipped yolov8s variants; 300 rounds
     python benchmarks/bench_models.py --models yolov8s.yaml,yolov8s-ema.yaml --repeats 500 --device 0
+    python benchmarks/bench_models.py --quick --runtime torch,onnxruntime,openvino --train   # deployment, training
 
 The JSON report (``yolo-attn bench`` schema plus a ``counters`` section) goes to ``runs/bench/`` unless ``--save``.
 """
@@ -66,6 +69,7 @@ def counter_table(specs: list[str], imgsz: int) -> list[dict[str, Any]]:
         for tag, model in (("fused", fused), ("unfused", unfused)):
             report = count_flops(model, imgsz, name=name)
             row[f"ours_{tag}"] = report.gflops
+            row[f"ours_exec_{tag}"] = report.executed_gflops
             row[f"elementwise_gops_{tag}"] = report.elementwise_gops
             row[f"thop_{tag}"] = thop_cross_check(model, report)["thop_gflops"]
             row[f"flop_counter_mode_{tag}"] = torch_flop_counter_gflops(model, x)
@@ -80,8 +84,8 @@ def _none_or(value: float | None, scale: float) -> float | None:
 
 def layer_table(layer_names: list[str]) -> list[dict[str, Any]]:
     """Each registered attention layer alone at LAYER_PROBE, by three counters plus Ultralytics' extrapolation."""
-    from yolo_attn import registry
     from yolo_attn.bench import count_flops, thop_cross_check, ultralytics_get_flops
+    from yolo_attn.plugin import registry
 
     c, h, w = LAYER_PROBE
     rows = []
@@ -97,6 +101,7 @@ def layer_table(layer_names: list[str]) -> list[dict[str, Any]]:
                 "layer": name,
                 "params": report.params,
                 "macs_m": report.macs / 1e6,
+                "exec_macs_m": report.executed_macs / 1e6,
                 "elementwise_mops": report.elementwise_ops / 1e6,
                 "thop_macs_m": _none_or(thop_cross_check(layer, report)["thop_gflops"], 1e3 / 2),
                 "flop_counter_mode_mflops": torch_flop_counter_gflops(layer, x) * 1e3,
@@ -109,8 +114,8 @@ def layer_table(layer_names: list[str]) -> list[dict[str, Any]]:
 def print_counter_table(rows: list[dict[str, Any]], imgsz: int) -> None:
     print(f"\n== GFLOPs at {imgsz}x{imgsz}, batch 1, by counter (conv+matmul, 2 x MACs) ==")
     head = (
-        f"{'model':<20}{'ours fused':>11}{'ours unf.':>10}{'elem GOPs':>10}{'thop fused':>11}{'thop unf.':>10}"
-        f"{'FCM fused':>10}{'get_flops f.':>13}{'get_flops u.':>13}"
+        f"{'model':<20}{'ours fused':>11}{'exec fused':>11}{'ours unf.':>10}{'elem GOPs':>10}{'thop fused':>11}"
+        f"{'thop unf.':>10}{'FCM fused':>10}{'get_flops f.':>13}{'get_flops u.':>13}"
     )
     print(head + "\n" + "-" * len(head))
     for r in rows:
@@ -119,14 +124,16 @@ def print_counter_table(rows: list[dict[str, Any]], imgsz: int) -> None:
             return "-" if r[key] is None else f"{r[key]:.3f}"
 
         print(
-            f"{r['model']:<20}{f('ours_fused'):>11}{f('ours_unfused'):>10}{f('elementwise_gops_fused'):>10}"
+            f"{r['model']:<20}{f('ours_fused'):>11}{f('ours_exec_fused'):>11}{f('ours_unfused'):>10}"
+            f"{f('elementwise_gops_fused'):>10}"
             f"{f('thop_fused'):>11}{f('thop_unfused'):>10}{f('flop_counter_mode_fused'):>10}"
             f"{f('get_flops_fused'):>13}{f('get_flops_unfused'):>13}"
         )
     base = rows[0]
     for r in rows[1:]:
         print(
-            f"  {r['model']}: +{r['ours_fused'] - base['ours_fused']:.4f} GFLOPs over {base['model']} (ours), "
+            f"  {r['model']}: +{r['ours_fused'] - base['ours_fused']:.4f} GFLOPs over {base['model']} (official "
+            f"formulation), +{r['ours_exec_fused'] - base['ours_exec_fused']:.4f} (executed), "
             f"+{(r['get_flops_fused'] or 0) - (base['get_flops_fused'] or 0):.4f} by get_flops"
         )
 
@@ -135,14 +142,15 @@ def print_layer_table(rows: list[dict[str, Any]]) -> None:
     c, h, w = LAYER_PROBE
     print(f"\n== one plugin layer alone at (C, H, W) = ({c}, {h}, {w}), millions ==")
     head = (
-        f"{'layer':<10}{'params':>8}{'MACs':>9}{'elem ops':>10}{'thop MACs':>11}{'FCM FLOPs':>11}{'get_flops MACs':>16}"
+        f"{'layer':<10}{'params':>8}{'MACs':>9}{'exec MACs':>10}{'elem ops':>10}{'thop MACs':>11}{'FCM FLOPs':>11}"
+        f"{'get_flops MACs':>16}"
     )
     print(head + "\n" + "-" * len(head))
     for r in rows:
         thop_m = "-" if r["thop_macs_m"] is None else f"{r['thop_macs_m']:.3f}"
         gf = "0.0 (failed)" if r["get_flops_macs_m"] is None else f"{r['get_flops_macs_m']:.3f}"
         print(
-            f"{r['layer']:<10}{r['params']:>8}{r['macs_m']:>9.3f}{r['elementwise_mops']:>10.3f}"
+            f"{r['layer']:<10}{r['params']:>8}{r['macs_m']:>9.3f}{r['exec_macs_m']:>10.3f}{r['elementwise_mops']:>10.3f}"
             f"{thop_m:>11}{r['flop_counter_mode_mflops']:>11.3f}{gf:>16}"
         )
 
@@ -169,7 +177,8 @@ def print_overheads(result: dict[str, Any]) -> None:
         if r.get("throughput"):
             parts.append(f"throughput x{r['throughput']:.3f}")
         if dg is not None:
-            parts.append(f"GFLOPs {dg:+.4f} ({100 * (r['gflops'] - 1):+.2f}%)")
+            dx = m["flops"]["executed_gflops"] - base["flops"]["executed_gflops"]
+            parts.append(f"GFLOPs {dg:+.4f} ({100 * (r['gflops'] - 1):+.2f}%), executed {dx:+.4f}")
         parts.append(f"params {m['params'] - base['params']:+,}")
         print(" | ".join(parts))
 
@@ -187,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-repeats", type=int)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--skip-counters", action="store_true", help="skip the FLOPs counter comparison tables")
+    parser.add_argument("--runtime", default="torch", help="runtimes to time, e.g. torch,onnxruntime,openvino")
+    parser.add_argument("--train", action="store_true", help="also measure the training step time and memory")
+    parser.add_argument("--train-batch", type=int)
     parser.add_argument("--save", help="JSON path (default runs/bench/bench_models[-quick].json)")
     args = parser.parse_args(argv)
 
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         counters["models"] = counter_table(specs, args.imgsz)
         print_counter_table(counters["models"], args.imgsz)
         try:
-            from yolo_attn import registry
+            from yolo_attn.plugin import registry
 
             counters["layers"] = layer_table(registry.list_layers())
             print_layer_table(counters["layers"])
@@ -223,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         throughput_batch=args.throughput_batch,
         throughput_repeats=tp_repeats,
         threads=args.threads,
+        runtime=args.runtime,
+        train=args.train,
+        train_batch=args.train_batch,
         verbose=False,
     )
     print(format_report(result))

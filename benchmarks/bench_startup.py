@@ -5,7 +5,7 @@ Measures, interleaved in one process (noisy machines: compare side by side, not 
 * whole-interpreter start ``python -S -c "import site; site.addsitedir(D)"`` where ``D`` holds either an empty
   folder or a copy of ``yolo_attn_autoload.pth``; everything else identical (same sys.path), so the median
   difference is the hook's cost;
-* the hook's import time measured inside a fresh interpreter (perf_counter around ``import yolo_attn._autoload``);
+* the hook's import time measured inside a fresh interpreter (perf_counter around ``import yolo_attn.plugin.autoload``);
 * whether torch / ultralytics got imported (they must not be).
 
 Usage: python benchmarks/bench_startup.py [--runs 60]

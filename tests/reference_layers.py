@@ -12,6 +12,8 @@ the official code so that ``load_state_dict(strict=True)`` copies weights across
   ``pool_h``, ``pool_w``), grouped by reshaping to (B*G, C/G, H, W) exactly as upstream.
 * ODConv: OSVAI/ODConv ``modules/odconv.py`` (``attention.{fc,bn,channel_fc,filter_fc,spatial_fc,kernel_fc}``,
   ``weight``).
+* SimAM, ShuffleAttention, NAM, TripletAttention: see the section at the end of the file (official repositories
+  named there).
 
 Each reference also takes a ``variant`` switch used only by the negative-control tests (a known-wrong variant that
 the equivalence check must reject), so those tests prove the comparison can fail.
@@ -35,6 +37,10 @@ __all__ = [
     "RefODConv2d",
     "RefODConv",
     "ref_eca_kernel_size",
+    "RefSimAM",
+    "RefShuffleAttention",
+    "RefNAM",
+    "RefTripletAttention",
 ]
 
 
@@ -369,3 +375,171 @@ class RefODConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+# ============================================================================= the EMA paper's comparison set (issue 9)
+# Written from the official repositories (read with the search tool), independent of yolo_attn:
+# * SimAM: ZjjConan/SimAM ``simam_module`` (parameter-free; n = H*W - 1, lambda = 1e-4).
+# * ShuffleAttention: wofmanaf/SA-Net ``models/sa_resnet.py`` ``sa_layer`` (cweight/cbias/sweight/sbias, gn).
+# * NAM: Christian-lyc/NAM ``MODELS/attention.py`` (latest: ``Att`` wrapping ``Channel_Att`` with ``bn2``).
+# * TripletAttention: landskape-ai/triplet-attention ``MODELS/triplet_attention.py`` (ChannelGateH/W, SpatialGate).
+# Each follows the official module's op sequence literally (permute/contiguous copies, chunk/cat, pow, ...).
+
+
+# -------------------------------------------------------------------------------------------------------------- SimAM
+class RefSimAM(nn.Module):
+    """ZjjConan/SimAM ``simam_module``.
+
+    Negative control ``variant="n_hw"``: divides the energy sum by H*W instead of H*W - 1 (a common re-write).
+    """
+
+    def __init__(self, channels: int | None = None, e_lambda: float = 1e-4, variant: str = "official") -> None:
+        super().__init__()
+        self.activaton = nn.Sigmoid()  # (sic) the official attribute name
+        self.e_lambda = e_lambda
+        self.variant = variant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.size()
+        n = w * h if self.variant == "n_hw" else w * h - 1
+        x_minus_mu_square = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+        y = x_minus_mu_square / (4 * (x_minus_mu_square.sum(dim=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5
+        return x * self.activaton(y)
+
+
+# --------------------------------------------------------------------------------------------------- ShuffleAttention
+class RefShuffleAttention(nn.Module):
+    """wofmanaf/SA-Net ``sa_layer``: group reshape, chunk into channel/spatial halves, concat, 2-way shuffle.
+
+    Negative control ``variant="swapped_halves"``: the channel gate on the second half and the spatial gate on the
+    first.
+    """
+
+    def __init__(self, channel: int, groups: int = 64, variant: str = "official") -> None:
+        super().__init__()
+        self.groups = groups
+        self.variant = variant
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        half = channel // (2 * groups)
+        self.cweight = nn.Parameter(torch.zeros(1, half, 1, 1))
+        self.cbias = nn.Parameter(torch.ones(1, half, 1, 1))
+        self.sweight = nn.Parameter(torch.zeros(1, half, 1, 1))
+        self.sbias = nn.Parameter(torch.ones(1, half, 1, 1))
+        self.sigmoid = nn.Sigmoid()
+        self.gn = nn.GroupNorm(half, half)
+
+    @staticmethod
+    def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = x.reshape(b, groups, -1, h, w)
+        x = x.permute(0, 2, 1, 3, 4)
+        return x.reshape(b, -1, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = x.reshape(b * self.groups, -1, h, w)
+        x_0, x_1 = x.chunk(2, dim=1)
+        if self.variant == "swapped_halves":
+            x_0, x_1 = x_1, x_0
+        xn = self.avg_pool(x_0)
+        xn = self.cweight * xn + self.cbias
+        xn = x_0 * self.sigmoid(xn)
+        xs = self.gn(x_1)
+        xs = self.sweight * xs + self.sbias
+        xs = x_1 * self.sigmoid(xs)
+        out = torch.cat([xs, xn] if self.variant == "swapped_halves" else [xn, xs], dim=1)
+        out = out.reshape(b, -1, h, w)
+        return self.channel_shuffle(out, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------- NAM
+class _RefNAMChannelAtt(nn.Module):
+    def __init__(self, channels: int, variant: str) -> None:
+        super().__init__()
+        self.channels = channels
+        self.variant = variant
+        self.bn2 = nn.BatchNorm2d(self.channels, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x
+        x = self.bn2(x)
+        if self.variant == "weight_with_grad":  # negative control: w taken without .data (gradient flows through w)
+            weight_bn = self.bn2.weight.abs() / torch.sum(self.bn2.weight.abs())
+        else:
+            weight_bn = self.bn2.weight.data.abs() / torch.sum(self.bn2.weight.data.abs())
+        x = x.permute(0, 2, 3, 1).contiguous()
+        x = torch.mul(weight_bn, x)
+        x = x.permute(0, 3, 1, 2).contiguous()
+        if self.variant == "relu":  # negative control: the earlier revision's ReLU before the sigmoid
+            x = F.relu(x)
+        return torch.sigmoid(x) * residual
+
+
+class RefNAM(nn.Module):
+    """Christian-lyc/NAM ``Att`` (latest revision: the channel branch only)."""
+
+    def __init__(self, channels: int, variant: str = "official") -> None:
+        super().__init__()
+        self.Channel_Att = _RefNAMChannelAtt(channels, variant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.Channel_Att(x)
+
+
+# --------------------------------------------------------------------------------------------------- TripletAttention
+class _RefTripletBasicConv(nn.Module):
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int, padding: int, momentum: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_planes, out_planes, kernel_size=kernel_size, stride=1, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_planes, eps=1e-5, momentum=momentum, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class _RefTripletGate(nn.Module):
+    """Official ``SpatialGate``: ChannelPool ([max, mean] over dim 1) -> BasicConv(2, 1, 7) -> sigmoid -> scale."""
+
+    def __init__(self, variant: str) -> None:
+        super().__init__()
+        self.variant = variant
+        momentum = 0.1 if variant == "bn_momentum_default" else 0.01
+        self.spatial = _RefTripletBasicConv(2, 1, 7, padding=3, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mx, mn = torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)
+        compressed = torch.cat((mn, mx) if self.variant == "mean_max" else (mx, mn), dim=1)
+        scale = torch.sigmoid(self.spatial(compressed))
+        return x * scale
+
+
+class RefTripletAttention(nn.Module):
+    """landskape-ai/triplet-attention ``TripletAttention``: permuted copies, three gates, mean of the outputs.
+
+    Negative controls: ``variant="mean_max"`` (pool order swapped) and ``"bn_momentum_default"`` (BN momentum 0.1
+    instead of the official 0.01: outputs agree, running statistics after a training step do not).
+    """
+
+    def __init__(
+        self,
+        gate_channels: int,
+        reduction_ratio: int = 16,
+        pool_types: tuple[str, ...] = ("avg", "max"),
+        no_spatial: bool = False,
+        variant: str = "official",
+    ) -> None:
+        super().__init__()
+        self.ChannelGateH = _RefTripletGate(variant)
+        self.ChannelGateW = _RefTripletGate(variant)
+        self.no_spatial = no_spatial
+        if not no_spatial:
+            self.SpatialGate = _RefTripletGate(variant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_perm1 = x.permute(0, 2, 1, 3).contiguous()
+        x_out11 = self.ChannelGateH(x_perm1).permute(0, 2, 1, 3).contiguous()
+        x_perm2 = x.permute(0, 3, 2, 1).contiguous()
+        x_out21 = self.ChannelGateW(x_perm2).permute(0, 3, 2, 1).contiguous()
+        if not self.no_spatial:
+            return (1 / 3) * (self.SpatialGate(x) + x_out11 + x_out21)
+        return (1 / 2) * (x_out11 + x_out21)

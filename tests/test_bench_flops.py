@@ -176,15 +176,22 @@ def yolov8s():
     return DetectionModel("yolov8s.yaml", verbose=False)
 
 
-def test_yolov8s_fused_640_is_the_published_28_6(yolov8s) -> None:
+@pytest.fixture(scope="module")
+def yolov8s_fused_640(yolov8s):
     import copy
 
-    unfused = count_flops(yolov8s, 640, name="yolov8s")
     fused_model = copy.deepcopy(yolov8s)
     fuse_model(fused_model)
-    fused = count_flops(fused_model, 640, name="yolov8s")
-    assert fused.macs == 14_301_312_000
-    assert round(fused.gflops, 1) == 28.6  # Ultralytics docs: YOLOv8s 28.6 GFLOPs (fused, 640)
+    return fused_model, count_flops(fused_model, 640, name="yolov8s")
+
+
+def test_yolov8s_fused_640_is_the_published_28_6(yolov8s, yolov8s_fused_640) -> None:
+    unfused = count_flops(yolov8s, 640, name="yolov8s")
+    fused_model, fused = yolov8s_fused_640
+    assert fused.macs == fused.executed_macs == 14_301_312_000  # stock modules: both columns are the same count
+    assert round(fused.gflops, 1) == round(fused.executed_gflops, 1) == 28.6  # Ultralytics docs: YOLOv8s 28.6 GFLOPs
+    assert not fused.official_formulations
+    assert all(row["macs"] == row["executed_macs"] for row in fused.layers)
     # conv MACs do not change when BN folds in; the BN work leaves the elementwise column
     assert unfused.macs == fused.macs and unfused.elementwise_ops > fused.elementwise_ops
     assert not fused.uncounted_ops
@@ -239,7 +246,7 @@ class BenchProbe(nn.Module):
 
 
 def test_plugin_rows_per_registered_layer_with_thop_per_module() -> None:
-    from yolo_attn import registry
+    from yolo_attn.plugin import registry
 
     registry.register_layer(BenchProbe, kind="attention")
     try:
@@ -289,3 +296,236 @@ def test_plugin_ema_row_matches_the_standalone_layer() -> None:
         alone = count_flops(EMA(ch).eval(), (h, w), channels=ch)
         assert (row["macs"], row["elementwise_ops"]) == (alone.macs, alone.elementwise_ops)
         assert row["params"] == alone.params
+
+
+# ------------------------------------------------------------------------ official formulation vs executed (headline)
+def ema_official_macs(b: int, c: int, h: int, w: int, groups: int = 32) -> int:
+    """MACs of the official EMA code (YOLOonMe/EMA-attention-module), counted by hand from its forward.
+
+    On the (B*G, C/G, H, W) reshape: conv1x1 (C/G -> C/G, bias) on the concatenated (H + W) x 1 strips; conv3x3
+    (C/G -> C/G, padding 1, bias) on the full map; two matmuls (1, C/G) x (C/G, H*W) per group. Pools, sigmoids,
+    GroupNorm and softmax are elementwise.
+    """
+    bg, cg = b * groups, c // groups
+    conv1x1 = bg * cg * (h + w) * cg
+    conv3x3 = bg * cg * h * w * cg * 9
+    matmuls = 2 * bg * h * w * cg
+    return conv1x1 + conv3x3 + matmuls
+
+
+def ema_executed_macs(b: int, c: int, h: int, w: int, groups: int = 32) -> int:
+    """MACs of the ops yolo-attn's EMA executes in inference (yolo_attn/layers/ema.py ``_ema_forward``)."""
+    g, cg, hw = groups, c // groups, h * w
+    strips = b * g * cg * cg * (h + w)  # shared 1x1 conv as a matmul on each strip of means
+    variance = b * g * cg * hw  # yc . yc per channel (bmm)
+    a2 = b * g * cg * 9 * cg  # W3 . window means
+    k1 = cg * 9 * cg  # a1 . W3 (the kernel of the shared 3x3 conv)
+    t1 = b * g * 9 * hw * cg  # 9 tap maps per group, contracted over C/G (CPU loop path)
+    t2 = b * g * hw * cg  # k2 . yc
+    return strips + variance + a2 + k1 + t1 + t2 + cg  # + dot(a1, b3)
+
+
+@pytest.fixture(scope="module")
+def yolov8s_ema_640(yolov8s_fused_640):
+    from ultralytics.nn.tasks import DetectionModel
+
+    ema = DetectionModel("yolov8s-ema.yaml", verbose=False)
+    fuse_model(ema)
+    return yolov8s_fused_640[1], count_flops(ema, 640, name="yolov8s-ema")
+
+
+def test_yolov8s_ema_official_delta_is_the_analytic_count_of_the_official_code(yolov8s_ema_640) -> None:
+    base, ema = yolov8s_ema_640
+    rows = ema.plugin_modules
+    assert [r["layer"] for r in rows] == ["EMA"] * 3
+    shapes = [r["output_shape"] for r in rows]
+    assert shapes == [[1, 128, 80, 80], [1, 256, 40, 40], [1, 512, 20, 20]]
+    analytic = sum(ema_official_macs(*s) for s in shapes)
+    assert analytic == 31_211_520 + 30_474_240 + 30_228_480
+    delta = ema.macs - base.macs
+    assert delta == analytic
+    assert 0.17 <= 2 * delta / 1e9 <= 0.25  # about +0.2 GFLOPs, the figure the literature reports for EMA
+    assert round(ema.gflops, 2) == 28.79
+    for row, shape in zip(rows, shapes):
+        assert row["macs"] == ema_official_macs(*shape)
+        assert row["formulation"] == "yolo_attn.bench.official_flops:ema_official"
+    by_name = {e["name"]: e for e in ema.official_formulations}
+    assert sorted(by_name) == ["model.16", "model.20", "model.24"]
+    assert all(e["max_rel_diff"] < 1e-5 and e["calls"] == 1 for e in by_name.values())
+
+
+def test_yolov8s_ema_executed_column_is_the_count_of_the_executed_ops(yolov8s_ema_640) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from yolo_attn import EMA
+
+    base, ema = yolov8s_ema_640
+    rows = ema.plugin_modules
+    for row in rows:
+        assert row["executed_macs"] == ema_executed_macs(*row["output_shape"])
+    # a channel-preserving layer leaves every other layer's work unchanged, in both columns
+    assert ema.executed_macs == base.executed_macs + sum(r["executed_macs"] for r in rows)
+    assert ema.macs == base.macs + sum(r["macs"] for r in rows)
+    assert round(ema.executed_gflops, 2) == 28.64  # what yolo-attn runs: +0.033 GFLOPs
+    # torch's own counter on the same layer agrees (it has no rule for the 4-MAC dot product)
+    _, c, h, w = rows[0]["output_shape"]
+    layer = EMA(c).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as torch_counter:
+        layer(torch.randn(1, c, h, w))
+    assert torch_counter.get_total_flops() == 2 * (rows[0]["executed_macs"] - c // 32)
+    # the layer rows partition both totals
+    assert sum(r["macs"] for r in ema.layers) == ema.macs
+    assert sum(r["executed_macs"] for r in ema.layers) == ema.executed_macs
+
+
+def test_counting_does_not_switch_ema_to_its_observed_gate_path() -> None:
+    """A hook on EMA's GateTap makes EMA materialise the gate: the counter must not add one."""
+    from yolo_attn import EMA
+
+    layer = EMA(64).eval()
+    seen = []
+    layer.register_forward_pre_hook(lambda m, args: seen.append(m.spatial_gate.observed))
+    count_flops(layer, (12, 10), channels=64)
+    assert seen and not any(seen)
+
+
+def test_coordatt_both_columns_are_the_analytic_count() -> None:
+    from yolo_attn import CoordAtt
+
+    c, h, w = 96, 20, 28
+    mip = max(8, c // 32)
+    report = count_flops(CoordAtt(c).eval(), (h, w), channels=c)
+    analytic = c * mip * (h + w) + mip * c * h + mip * c * w  # conv1 on the H+W strip, conv_h, conv_w (bias: elem)
+    assert report.macs == report.executed_macs == analytic  # its forward is the official formulation
+    assert not report.official_formulations
+
+
+def odconv_official_macs(b: int, c1: int, c2: int, k: int, h_out: int, w_out: int, n: int = 4) -> int:
+    """MACs of the official ODConv2d (OSVAI/ODConv, groups 1) by hand: the attention's 1x1 convs on the pooled
+    vector (fc c1 -> A, then channel A -> c1, filter A -> c2, spatial A -> k*k, kernel A -> n) and the dynamic
+    conv itself. The kernel mix sum_n a_s a_wn W_n is an elementwise multiply and sum in the official code."""
+    a = max(int(c1 * 0.0625), 16)
+    attention = c1 * a + a * c1 + a * c2 + a * k * k + a * n
+    return b * (attention + c2 * h_out * w_out * c1 * k * k)
+
+
+def test_odconv_official_and_executed_columns_are_the_analytic_counts() -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolov8n-odconv.yaml", verbose=False)
+    fuse_model(model)
+    report = count_flops(model, 320)
+    rows = report.plugin_modules
+    assert [r["layer"] for r in rows] == ["ODConv", "ODConv"]
+    for row in rows:
+        conv = model.get_submodule(row["name"]).conv
+        _, c2, ho, wo = row["output_shape"]
+        official = odconv_official_macs(1, conv.c1, c2, conv.k, ho, wo)
+        assert row["macs"] == official
+        # yolo-attn mixes the bank with one (B, n) x (n, c2*c1*k*k) matmul: counted as MACs where it runs
+        assert row["executed_macs"] == official + conv.kernel_num * c2 * conv.c1 * conv.k**2
+        assert row["formulation"] == "conv: yolo_attn.bench.official_flops:odconv2d_official"
+    assert [e["name"] for e in report.official_formulations] == [f"{r['name']}.conv" for r in rows]
+
+
+class MergedPair(nn.Module):
+    """Two 1x1 convs with no activation between them, run as one conv with the product kernel (cheaper, same maths).
+
+    The official formulation runs them one after the other.
+    """
+
+    official_formulation = "test_bench_flops:merged_pair_official"
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.c1 = c
+        self.a = nn.Conv2d(c, c, 1, bias=False)
+        self.b = nn.Conv2d(c, c, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = torch.mm(self.b.weight.flatten(1), self.a.weight.flatten(1))
+        return F.conv2d(x, kernel[:, :, None, None])
+
+
+def merged_pair_official(m: MergedPair, x: torch.Tensor) -> torch.Tensor:
+    return m.b(m.a(x))
+
+
+class Block(nn.Module):
+    """A stock-style block with a declared layer nested inside (like an attention layer inside a C2f)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.inner = nn.Sequential(MergedPair(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.inner(x)
+
+
+def test_declared_formulation_nested_in_a_block_is_attributed_per_module() -> None:
+    c, h, w = 8, 6, 5
+    model = nn.Sequential(nn.Conv2d(3, c, 1, bias=False), Block(c), MergedPair(c))
+    report = count_flops(model, (h, w), channels=3)
+    stem, conv3, pair_exec, pair_official = 3 * c * h * w, c * c * 9 * h * w, c**3 + c * c * h * w, 2 * c * c * h * w
+    assert report.executed_macs == stem + conv3 + 2 * pair_exec
+    assert report.macs == stem + conv3 + 2 * pair_official
+    rows = {r["name"]: r for r in report.layers}
+    assert (rows["1"]["macs"], rows["1"]["executed_macs"]) == (conv3 + pair_official, conv3 + pair_exec)
+    assert (rows["2"]["macs"], rows["2"]["executed_macs"]) == (pair_official, pair_exec)
+    assert [e["name"] for e in report.official_formulations] == ["1.inner.0", "2"]
+    assert all(e["formulation"] == "test_bench_flops:merged_pair_official" for e in report.official_formulations)
+    # executed-only counting when asked
+    plain = count_flops(model, (h, w), channels=3, official=False)
+    assert plain.macs == plain.executed_macs == report.executed_macs
+
+
+def test_formulation_calling_children_gives_children_official_counts() -> None:
+    c, h, w = 4, 3, 7
+    report = count_flops(MergedPair(c), (h, w), channels=c)
+    rows = {r["name"]: r for r in report.layers}
+    assert rows["a"]["macs"] == rows["b"]["macs"] == c * c * h * w  # the formulation runs the children's convs
+    assert rows["a"]["executed_macs"] == rows["b"]["executed_macs"] == 0  # the fast forward never calls them
+
+
+def test_registered_formulation_and_callable_attribute() -> None:
+    from yolo_attn.bench import official_formulation_of, register_official_formulation, unregister_official_formulation
+
+    class Plain(MergedPair):
+        official_formulation = None  # a subclass may opt out (its forward is official)
+
+    assert official_formulation_of(Plain(2)) is None
+    register_official_formulation(Plain, merged_pair_official)
+    try:
+        assert official_formulation_of(Plain(2)) is None  # the class's own attribute (None = opt out) wins
+    finally:
+        unregister_official_formulation(Plain)
+
+    class Unmarked(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(c, c, 1, bias=False), nn.Conv2d(c, c, 1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return MergedPair.forward(self, x)
+
+    register_official_formulation(Unmarked, merged_pair_official)
+    try:
+        report = count_flops(Unmarked(4), 5, channels=4)
+    finally:
+        unregister_official_formulation(Unmarked)
+    assert report.macs == 2 * 4 * 4 * 25 and report.executed_macs == 4**3 + 4 * 4 * 25
+
+
+def test_a_wrong_formulation_is_refused_not_counted() -> None:
+    class WrongPair(MergedPair):
+        official_formulation = staticmethod(lambda m, x: m.a(x))  # forgets the second conv: different maths
+
+    with pytest.raises(FlopCountError, match="does not compute the module's output"):
+        count_flops(WrongPair(4), 5, channels=4, name="wrong")
+
+    class Unimportable(MergedPair):
+        official_formulation = "no_such_module:fn"
+
+    with pytest.raises(FlopCountError, match="cannot be imported"):
+        count_flops(Unimportable(4), 5, channels=4)

@@ -209,12 +209,19 @@ def test_benchmark_json_schema(tmp_path) -> None:
     assert [m["name"] for m in data["models"]] == ["tiny8", "tiny16"]
     m0, m1 = data["models"]
     assert set(data) == {"schema_version", "tool", "environment", "settings", "models", "notes"}
-    assert set(m0) == {"name", "source", "params", "fused", "fused_plugin_modules", "flops", "latency", "ratios"}
+    assert set(m0) == {
+        "name", "source", "params", "fused", "fused_plugin_modules", "flops", "latency", "runtimes", "train", "ratios",
+    }  # fmt: skip
     assert {
         "gflops", "macs", "elementwise_ops", "elementwise_gops", "params", "input_shape", "thop_gflops",
         "thop_disagreement_pct", "thop_notes", "ultralytics_get_flops", "functional_conv_macs", "by_op",
-        "uncounted_ops", "layers", "plugin_modules", "notes",
+        "uncounted_ops", "layers", "plugin_modules", "notes", "executed_gflops", "executed_macs",
+        "executed_elementwise_ops", "executed_elementwise_gops", "official_formulations",
     } <= set(m0["flops"])  # fmt: skip
+    assert m0["flops"]["executed_macs"] == m0["flops"]["macs"]  # no layer with an official formulation here
+    assert s["runtimes"] == ["torch"] and s["train"] is None and m0["train"] is None
+    assert m0["runtimes"]["torch"]["samples_ms"] == m0["latency"]["batch"]["samples_ms"]
+    assert data["environment"]["runtimes"] == {"torch": torch.__version__}
     assert set(m0["latency"]) == {"batch", "throughput", "peak_memory_mb", "nms_applicable"}
     assert set(m0["latency"]["batch"]) == {
         "batch", "forward", "forward_nms", "nms", "fps", "samples_ms", "samples_nms_ms", "rounds_first",
@@ -251,3 +258,91 @@ def test_detection_model_end_to_end_with_nms_via_cli(tmp_path, capsys) -> None:
     assert len(m["latency"]["batch"]["samples_nms_ms"]) == 2 and m["latency"]["throughput"] is None
     assert m["flops"]["thop_disagreement_pct"] == pytest.approx(0.0, abs=1e-9)
     assert "p50 ms" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- EMA's reused CPU scratch buffers (in-model latency)
+def _ema_pair(c: int, groups: int, seed: int):
+    """yolo-attn's EMA and the official-style reference with the same random weights."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference_layers import RefEMA
+
+    from yolo_attn import EMA
+
+    official = RefEMA(c, groups)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in official.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    fast = EMA(c, groups)
+    fast.load_state_dict(official.state_dict(), strict=True)
+    return fast.eval(), official.eval()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+
+def test_ema_scratch_reuse_keeps_results_exact_across_shapes_and_modes() -> None:
+    fast, official = _ema_pair(64, 8, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(2, 64, 9, 13), (1, 64, 20, 6), (2, 64, 9, 13), (3, 64, 4, 4)]  # grow, shrink, repeat
+    held = []
+    for i, shape in enumerate(shapes):
+        x = torch.randn(shape, generator=gen)
+        with torch.inference_mode() if i % 2 == 0 else torch.no_grad():  # buffers of both kinds coexist
+            y = fast(x)
+            _close(y, official(x))
+        held.append((y.clone(), y))
+    for copy_of_y, y in held:  # no returned tensor aliases scratch memory that a later call overwrote
+        assert torch.equal(y, copy_of_y)
+    buffers = fast._workspace._local.buffers
+    assert {role for role, *_ in buffers} == {"y", "t1", "taps", "t2"}
+    cpu = torch.device("cpu")
+    assert buffers[("y", torch.float32, cpu, True)].numel() == 2 * 64 * 9 * 13  # largest input under inference_mode
+    assert buffers[("y", torch.float32, cpu, False)].numel() == 1 * 64 * 20 * 6  # ... and under no_grad
+
+
+def test_ema_scratch_is_per_thread_and_never_used_with_autograd() -> None:
+    import threading
+
+    fast, official = _ema_pair(64, 16, seed=4)
+    xs = [torch.randn(2, 64, 24, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    with torch.no_grad():
+        expected = [official(x) for x in xs]
+    results: dict[int, list[torch.Tensor]] = {}
+
+    def worker(k: int) -> None:
+        with torch.inference_mode():
+            results[k] = [fast(x) for x in xs[k:] + xs[:k] for _ in range(3)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, outs in results.items():
+        for j, y in enumerate(outs):
+            _close(y, expected[(k + j // 3) % len(xs)])
+    # training: fresh buffers saved for backward, none from the workspace
+    fresh, _ = _ema_pair(64, 16, seed=4)
+    x = xs[0].clone().requires_grad_(True)
+    fresh.train()(x).sum().backward()
+    assert "buffers" not in fresh._workspace._local.__dict__
+
+
+def test_ema_scratch_is_not_state() -> None:
+    import copy
+    import pickle
+
+    fast, official = _ema_pair(32, 8, seed=5)
+    x = torch.randn(1, 32, 7, 7)
+    with torch.inference_mode():
+        fast(x)
+    assert set(fast.state_dict()) == set(official.state_dict())  # official checkpoints still load strict
+    for clone in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        assert "buffers" not in clone._workspace._local.__dict__
+        with torch.inference_mode():
+            _close(clone(x), official(x))

@@ -73,7 +73,8 @@ def test_table_values_equal_the_per_run_jsons(full_run):
     with (folder / "table.csv").open() as fh:
         csv_rows = {r["model"]: r for r in csv.DictReader(fh)}
     header = (folder / "table.md").read_text().splitlines()[0]
-    for column in ("params (M)", "GFLOPs", "latency p50 (ms)", "FPS", "AP", "AP50", "AP75", "APs", "APm", "APl"):
+    for column in ("params (M)", "GFLOPs", "GFLOPs (executed)", "latency p50 (ms)", "FPS", "epoch time (s)", "AP",
+                   "AP50", "AP75", "APs", "APm", "APl"):  # fmt: skip
         assert f" {column} |" in header
     for row in table["rows"][:2]:
         runs = [json.loads((folder / "results" / f"{row['model']}-seed{s}.json").read_text()) for s in (0, 1)]
@@ -88,6 +89,8 @@ def test_table_values_equal_the_per_run_jsons(full_run):
         entry = bench["models"][row["model"]]
         assert row["cost"]["params_M"] == entry["params"] / 1e6
         assert row["cost"]["gflops"] == entry["flops"]["gflops"] > 0
+        assert row["cost"]["gflops_executed"] == entry["flops"]["executed_gflops"] > 0
+        assert row["epoch_time_s"]["n"] == 2 and row["epoch_time_s"]["mean"] > 0  # one epoch time per finished seed
         p50 = entry["latency"]["batch"]["forward"]["p50_ms"]
         assert row["cost"]["latency_p50_ms"] == p50 and math.isclose(row["cost"]["fps"], 1000 / p50)
         assert float(csv_rows[row["model"]]["gflops"]) == pytest.approx(entry["flops"]["gflops"])

@@ -14,16 +14,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import subprocess_env
 
 
-def test_generated_ddp_worker_rebuilds_plugin_model(coco8_copy, tmp_path):
+# (model, EMA modules anywhere in it): after the three neck outputs, and inside the head's four C2f rows (n: 1 each)
+@pytest.mark.parametrize(("cfg", "n_ema"), [("yolov8n-ema.yaml", 3), ("yolov8n-ema-blocks.yaml", 4)])
+def test_generated_ddp_worker_rebuilds_plugin_model(coco8_copy, tmp_path, cfg, n_ema):
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils.dist import generate_ddp_file
 
     trainer = DetectionTrainer(
         overrides={
-            "model": "yolov8n-ema.yaml",
+            "model": cfg,
             "data": str(coco8_copy),
             "epochs": 1,
             "imgsz": 64,
@@ -33,7 +36,7 @@ def test_generated_ddp_worker_rebuilds_plugin_model(coco8_copy, tmp_path):
             "name": "ddp",
         }
     )
-    trainer.model = trainer.get_model(cfg="yolov8n-ema.yaml", verbose=False)
+    trainer.model = trainer.get_model(cfg=cfg, verbose=False)
     script = Path(generate_ddp_file(trainer))
     try:
         text = script.read_text()
@@ -46,12 +49,12 @@ def test_generated_ddp_worker_rebuilds_plugin_model(coco8_copy, tmp_path):
             train_line.group(1) + "import torch\n"
             "    if isinstance(trainer.model, str):  # older releases pickle the cfg name; the worker parses the YAML\n"
             "        trainer.model = trainer.get_model(cfg=trainer.model, verbose=False)\n"
-            "    names = [type(m).__name__ for m in trainer.model.model]\n"
+            "    names = [type(m).__name__ for m in trainer.model.modules()]\n"
             "    out = trainer.model.eval()(torch.zeros(1, 3, 64, 64))\n"
             "    rebuilt = type(trainer).__name__, names.count('EMA')\n"
             "    from ultralytics.nn.tasks import DetectionModel\n"
             "    fresh = DetectionModel(trainer.model.yaml, verbose=False)  # what a worker's resume would parse\n"
-            "    print('WORKER', *rebuilt, sum(type(m).__name__ == 'EMA' for m in fresh.model))",
+            "    print('WORKER', *rebuilt, sum(type(m).__name__ == 'EMA' for m in fresh.modules()))",
         )
         worker = tmp_path / "worker.py"
         worker.write_text(probe)
@@ -59,7 +62,7 @@ def test_generated_ddp_worker_rebuilds_plugin_model(coco8_copy, tmp_path):
             [sys.executable, str(worker)], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path
         )
         assert run.returncode == 0, run.stderr[-3000:]
-        assert run.stdout.strip().splitlines()[-1] == "WORKER DetectionTrainer 3 3"
+        assert run.stdout.strip().splitlines()[-1] == f"WORKER DetectionTrainer {n_ema} {n_ema}"
     finally:
         script.unlink(missing_ok=True)
         script.with_suffix(".pt").unlink(missing_ok=True)

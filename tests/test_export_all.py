@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from yolo_attn import integration
+from yolo_attn.plugin import integration
 
 integration.register_ultralytics()
 

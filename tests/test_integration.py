@@ -15,8 +15,8 @@ import yaml
 from conftest import REPO, subprocess_env
 
 import yolo_attn
-from yolo_attn import integration, registry
-from yolo_attn.integration import IntegrationError, ModelYAMLError
+from yolo_attn.plugin import integration, registry
+from yolo_attn.plugin.integration import IntegrationError, ModelYAMLError
 
 integration.register_ultralytics()  # the start-up hook normally did this already; must be idempotent
 
@@ -229,8 +229,11 @@ def test_registry_rejects_bad_input():
         registry.register_layer(ScaleGate, kind="spatial")
     with pytest.raises(TypeError, match="not an nn.Module subclass"):
         registry.register_layer(dict)
-    with pytest.raises(KeyError, match="registered layers: CBAM, CoordAtt, ECA, EMA, ODConv, SE"):
+    with pytest.raises(KeyError, match="registered layers: ") as info:
         registry.get_layer("Nope")
+    for spec in registry.specs():  # every valid name (and alias) is listed
+        assert all(name in str(info.value) for name in spec.names), spec.name
+    assert "CoordAtt (alias CA)" in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -282,7 +285,7 @@ def test_hook_failure_warns_and_placeholders_refuse_to_build():
     """If patching fails, `yolo` keeps working for stock models and plugin names raise the reason (no wrong model)."""
     code = textwrap.dedent(
         """
-        import warnings, yolo_attn.integration as integ
+        import warnings, yolo_attn.plugin.integration as integ
         def broken(tasks):
             raise integ.IntegrationError("simulated: parse_model changed")
         integ._patched_parse_model = broken

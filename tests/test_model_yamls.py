@@ -11,12 +11,14 @@ import torch
 import yaml
 from conftest import REPO
 
-from yolo_attn import integration, registry
+from yolo_attn.plugin import integration, registry
 
 integration.register_ultralytics()
 
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils.torch_utils import model_info  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # model builds on 2 shared cores
 
 SHIPPED = sorted(p.name for p in (REPO / "model_yamls").glob("*.yaml"))
 PLUGIN = set(registry.list_layers())
@@ -37,16 +39,46 @@ def test_twelve_yamls_shipped():
     assert set(SHIPPED) == expected
 
 
-def test_committed_yamls_match_generator():
+def _generator():
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        from generate_model_yamls import render_all
+        import generate_model_yamls
     finally:
         sys.path.pop(0)
-    for name, text in render_all().items():
-        committed = yaml.safe_load((REPO / "model_yamls" / name).read_text())
-        generated = yaml.safe_load(text)
+    return generate_model_yamls
+
+
+def test_committed_yamls_match_generator():
+    import ultralytics
+
+    generator = _generator()
+    files = generator.render_all()
+    assert set(files) == set(SHIPPED)  # nothing shipped that the generator does not make, and the reverse
+    same_release = ultralytics.__version__ == generator.GENERATED_WITH_ULTRALYTICS
+    for name, text in files.items():
+        committed_text = (REPO / "model_yamls" / name).read_text(encoding="utf-8")
+        if same_release:  # byte-identical (the body is the installed release's own base YAML text)
+            assert committed_text == text, f"{name} drifted: run python scripts/generate_model_yamls.py"
+        committed, generated = yaml.safe_load(committed_text), yaml.safe_load(text)
         assert committed["backbone"] == generated["backbone"] and committed["head"] == generated["head"], name
+    if same_release:
+        run = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "generate_model_yamls.py"), "--check"],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_shipped_yamls_are_what_their_names_generate():
+    """A shipped file is the variant its name describes, rendered by the same code as every other variant name."""
+    from yolo_attn.variants.families import parse_variant_name, render_variant, resolve_variant_yaml
+
+    for name in SHIPPED:
+        variant = parse_variant_name(name, skip_existing=False)
+        assert variant is not None and f"{variant.stem}.yaml" == name
+        assert render_variant(variant) == _generator().render_all()[name]
+        assert resolve_variant_yaml(scaled(name, "s")) is None  # the shipped file wins, as a local file would
 
 
 @pytest.mark.parametrize("scale", ["n", "s"])
@@ -96,6 +128,12 @@ def test_shipped_yaml_builds_and_is_wired(name, scale):
         assert m.f == -1
         c_in, c_out = seen[m.i]
         assert c_in == produced[m.i - 1] == c_out  # true input channels, channel-preserving
+    # consumers rewired exactly: no row but the attention row reads a neck output directly any more
+    neck_rows = {m.i - 1 for m in plugin}
+    for m in variant.model:
+        if m not in plugin:
+            srcs = [m.f] if isinstance(m.f, int) else m.f
+            assert not {s if s >= 0 else m.i + s for s in srcs} & neck_rows, (m.i, m.f)
     # every non-plugin layer reads the same producer as in the stock model (indices mapped through the insertion)
     to_base = {}
     k = 0

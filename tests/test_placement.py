@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from yolo_attn import integration
-from yolo_attn.placement import PlacementError, WiringError, inspect, place, place_command, resolve_model_yaml
+from yolo_attn.plugin import integration
+from yolo_attn.variants.placement import PlacementError, WiringError, inspect, place, place_command, resolve_model_yaml
 
 integration.register_ultralytics()
 
@@ -246,7 +246,7 @@ def test_inspect_concat_of_mismatched_sizes(tmp_path):
 
 
 def test_inspect_command_prints_table(capsys):
-    from yolo_attn.placement import inspect_command
+    from yolo_attn.variants.placement import inspect_command
 
     result = inspect_command(model="yolov8n.yaml", imgsz=64)
     out = capsys.readouterr().out.splitlines()
@@ -263,7 +263,7 @@ def test_inspect_plugin_arg_error_names_the_row(tmp_path):
 
 def test_inspect_falls_back_to_thop_when_the_counter_fails(monkeypatch, capsys):
     import yolo_attn.bench.flops as flops
-    from yolo_attn.placement import inspect_command
+    from yolo_attn.variants.placement import inspect_command
 
     def broken(*args, **kwargs):
         raise RuntimeError("counter unavailable")

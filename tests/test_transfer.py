@@ -8,8 +8,8 @@ from copy import deepcopy
 import pytest
 import torch
 
-from yolo_attn import integration, registry
-from yolo_attn.transfer import (
+from yolo_attn.plugin import integration, registry
+from yolo_attn.variants.transfer import (
     NotAVariantError,
     TransferError,
     align_layers,

@@ -9,7 +9,7 @@ Example:
     torch.Size([1, 64, 20, 24])
 """
 
-from yolo_attn import _autoload  # noqa: F401  (installs the Ultralytics hook: import order must not matter)
+from yolo_attn.plugin import autoload as _autoload  # noqa: F401  (installs the Ultralytics hook: import order must not matter)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 
@@ -24,25 +24,36 @@ _LAZY = {
     "CoordAtt": "yolo_attn.layers.coord_attn",
     "ODConv2d": "yolo_attn.layers.odconv",
     "ODConv": "yolo_attn.layers.odconv",
-    "register_layer": "yolo_attn.registry",
-    "unregister_layer": "yolo_attn.registry",
-    "list_layers": "yolo_attn.registry",
-    "get_layer": "yolo_attn.registry",
-    "LayerKind": "yolo_attn.registry",
-    "register_ultralytics": "yolo_attn.integration",
+    "SimAM": "yolo_attn.layers.simam",
+    "ShuffleAttention": "yolo_attn.layers.shuffle_attn",
+    "NAM": "yolo_attn.layers.nam",
+    "TripletAttention": "yolo_attn.layers.triplet_attn",
+    "TimmAttn": "yolo_attn.layers.timm_bridge",
+    "timm_attention_types": "yolo_attn.layers.timm_bridge",
+    "register_layer": "yolo_attn.plugin.registry",
+    "unregister_layer": "yolo_attn.plugin.registry",
+    "list_layers": "yolo_attn.plugin.registry",
+    "get_layer": "yolo_attn.plugin.registry",
+    "LayerKind": "yolo_attn.plugin.registry",
+    "register_ultralytics": "yolo_attn.plugin.integration",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from yolo_attn.integration import register_ultralytics  # noqa: F401
     from yolo_attn.layers.cbam import CBAM  # noqa: F401
     from yolo_attn.layers.coord_attn import CoordAtt  # noqa: F401
     from yolo_attn.layers.eca import ECA  # noqa: F401
     from yolo_attn.layers.ema import EMA  # noqa: F401
+    from yolo_attn.layers.nam import NAM  # noqa: F401
     from yolo_attn.layers.odconv import ODConv, ODConv2d  # noqa: F401
     from yolo_attn.layers.se import SE  # noqa: F401
-    from yolo_attn.registry import LayerKind, get_layer, list_layers, register_layer, unregister_layer  # noqa: F401
+    from yolo_attn.layers.shuffle_attn import ShuffleAttention  # noqa: F401
+    from yolo_attn.layers.simam import SimAM  # noqa: F401
+    from yolo_attn.layers.timm_bridge import TimmAttn, timm_attention_types  # noqa: F401
+    from yolo_attn.layers.triplet_attn import TripletAttention  # noqa: F401
+    from yolo_attn.plugin.integration import register_ultralytics  # noqa: F401
+    from yolo_attn.plugin.registry import LayerKind, get_layer, list_layers, register_layer, unregister_layer  # noqa: F401
 
 
 def __getattr__(name: str) -> object:

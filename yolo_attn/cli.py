@@ -13,7 +13,11 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> ("module:function", one-line help, usage example)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "layers": ("yolo_attn.cli:layers_command", "list registered layers and shipped model YAMLs", "yolo-attn layers"),
+    "layers": (
+        "yolo_attn.cli:layers_command",
+        "list layers, model families x placements (<family><scale>-<layer>[-<where>].yaml) and shipped YAMLs",
+        "yolo-attn layers",
+    ),
     "eval": (
         "yolo_attn.evaluation.commands:eval_command",
         "COCO-protocol AP/APs (pycocotools) or VisDrone protocols",
@@ -40,19 +44,39 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "yolo-attn table runs/compare/exp",
     ),
     "place": (
-        "yolo_attn.placement:place_command",
+        "yolo_attn.variants.placement:place_command",
         "insert/replace/remove layers in a model YAML with every `from` index rewired",
         "yolo-attn place base=yolov8.yaml layer=EMA after=15,18,21 out=my.yaml",
     ),
     "transfer": (
-        "yolo_attn.transfer:transfer_command",
+        "yolo_attn.variants.transfer:transfer_command",
         "write a variant checkpoint initialised with every baseline tensor (renumbered rows included)",
         "yolo-attn transfer base=runs/detect/train/weights/best.pt model=yolov8n-ema.yaml out=ema-init.pt",
     ),
     "inspect": (
-        "yolo_attn.placement:inspect_command",
+        "yolo_attn.variants.placement:inspect_command",
         "per-layer table (from, module, args after injection, output shape, params, GFLOPs)",
         "yolo-attn inspect model=my.yaml imgsz=640 scale=s",
+    ),
+    "migrate": (
+        "yolo_attn.variants.migrate:migrate_command",
+        "rewrite a fork-style YAML (channel args, fork names) to the plugin's conventions, comments kept",
+        "yolo-attn migrate in=blog-yolov8-ema.yaml out=yolov8-ema-migrated.yaml",
+    ),
+    "attn": (
+        "yolo_attn.visualize.commands:attn_command",
+        "gate maps of every attention layer, overlaid on the input image",
+        "yolo-attn attn model=best.pt source=datasets/coco8/images/val imgsz=640",
+    ),
+    "cam": (
+        "yolo_attn.visualize.commands:cam_command",
+        "class-activation heatmaps (pytorch-grad-cam) of several models side by side",
+        "yolo-attn cam model=a.pt,b.pt source=datasets/coco8/images/val method=eigencam",
+    ),
+    "report": (
+        "yolo_attn.visualize.commands:report_command",
+        "rebuild report.html of a compare run folder",
+        "yolo-attn report runs/compare/exp",
     ),
 }
 
@@ -104,19 +128,90 @@ def _resolve(target: str) -> Callable:
     return getattr(importlib.import_module(module), func)
 
 
-def layers_command() -> dict:
-    """Print registered layers (name, kind, class) and the model YAMLs shipped with yolo-attn."""
-    from yolo_attn import registry
-    from yolo_attn.integration import model_yaml_dirs
+def layers_command(timm: bool = True) -> dict:
+    """Print registered layers, timm attention types, model families with their placements, and shipped YAMLs.
 
-    print(f"{'layer':<12}{'kind':<11}class")
+    Args:
+        timm: Also list timm's attention types usable through ``TimmAttn`` (classifying them builds each type once,
+            a few seconds; ``yolo-attn layers timm=False`` skips it).
+    """
+    from yolo_attn.plugin import registry
+    from yolo_attn.plugin.integration import model_yaml_dirs
+    from yolo_attn.variants import families
+
+    print("layers (YAML rows name them; variant file names take them case-insensitively):")
+    print(f"{'layer':<11} {'kind':<11}{'aliases':<9}class")
     for spec in registry.specs():
-        print(f"{spec.name:<12}{spec.kind:<11}{spec.cls.__module__}.{spec.cls.__qualname__}")
+        aliases = ",".join(spec.aliases) or "-"
+        print(f"{spec.name:<11} {spec.kind:<11}{aliases:<9}{spec.cls.__module__}.{spec.cls.__qualname__}")
+    timm_types = _timm_types() if timm else None
+    if isinstance(timm_types, str):
+        print(f"\ntimm attention types: unavailable ({timm_types})")
+    elif timm_types is not None:
+        usable = [n for n, reason in timm_types.items() if reason is None]
+        refused = {n: r for n, r in timm_types.items() if r is not None}
+        print(f"\ntimm attention types usable as [-1, 1, TimmAttn, [<type>]] ({len(usable)}): {', '.join(usable)}")
+        for name, reason in refused.items():
+            print(f"  refused {name}: {reason}")
+
+    print("\nmodel families: yolo train model=<family><scale>-<layer>[-<where>].yaml from any folder")
+    print("  (rows of the installed Ultralytics' base YAML each placement edits; '-' = refused, reason below)")
+    table = families.family_table()
+    reasons: dict[str, str] = {}
+    columns = ("neck", "backbone", "sppf", "blocks", "convs")
+    lines = [["family", "base (cfg/models)", *columns]]
+    for entry in table:
+        rules = entry["rules"]
+        name = entry["stem"] + ("" if entry["size"] else "<s>")
+        if "error" in rules:
+            lines.append([name, entry["base"], rules["error"]])
+            continue
+        cells = []
+        for key in columns:
+            value = rules[key]
+            if isinstance(value, str):
+                reasons.setdefault(f"{entry['family']} {key}", value)
+                cells.append("-")
+            else:
+                cells.append(",".join(map(str, value)))
+        lines.append([name, entry["base"], *cells])
+    widths = [max(len(line[k]) for line in lines if k < len(line)) + 2 for k in range(len(lines[0]))]
+    for line in lines:
+        print("  " + "".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    for what, reason in reasons.items():
+        print(f"  - {what}: {reason}")
+    print("\nplacements (<where>; nothing = neck):")
+    for name, text in families.PLACEMENTS.items():
+        print(f"  {name:<9}{text}")
+    print("  conv-kind layers (" + ", ".join(registry.list_layers("conv")) + ") replace rows instead:")
+    for name, text in families.CONV_PLACEMENTS.items():
+        print(f"  {name:<9}{text}" + ("  [the 'convs' column]" if name == "neck" else ""))
+    print("  e.g. yolo26s-ema.yaml, yolo26s-cbam-backbone.yaml, yolo26n-se-sppf.yaml, yolo26s-simam-blocks.yaml,")
+    print("       yolo26s-odconv.yaml, yolo26s-odconv-blocks.yaml, yolov9c-ema.yaml, rtdetr-l-eca.yaml")
+
     yamls = sorted({p.name for d in model_yaml_dirs() for p in d.glob("*.yaml")})
     print("\nshipped model YAMLs (put a scale letter after the version: yolov8s-ema.yaml, yolo11n-cbam.yaml):")
     for name in yamls:
         print(f"  {name}")
-    return {"layers": [s.name for s in registry.specs()], "yamls": yamls}
+    return {
+        "layers": [s.name for s in registry.specs()],
+        "yamls": yamls,
+        "families": table,
+        "placements": list(families.PLACEMENTS),
+        "timm": timm_types,
+    }
+
+
+def _timm_types() -> dict[str, str | None] | str | None:
+    """timm attention types; None without the bridge module, a reason string when timm cannot list them."""
+    try:
+        from yolo_attn.layers.timm_bridge import timm_attention_types
+    except ImportError:
+        return None
+    try:
+        return timm_attention_types()
+    except Exception as exc:  # timm is an optional extra (ImportError names the install command); never fail `layers`
+        return str(exc)
 
 
 def _usage() -> str:

@@ -1,34 +1,49 @@
-"""``yolo-attn bench``: params, GFLOPs at the real input size, latency and throughput of one or several models.
+"""``yolo-attn bench``: params, GFLOPs (official and executed), latency per runtime and training cost of models.
 
 Python API: :func:`benchmark_models`. CLI: ``yolo-attn bench model=yolov8s.yaml,yolov8s-ema.yaml imgsz=640`` calls
-:func:`bench_command` with the values already parsed.
+:func:`bench_command` with the values already parsed; ``runtime=torch,onnxruntime,openvino`` adds exported runtimes
+(:mod:`yolo_attn.bench.runtimes`), ``train=True`` the training cost (:mod:`yolo_attn.bench.train_cost`).
 
-JSON report (``save=path``), ``schema_version`` 1 (times in ms; GFLOPs = 2 x MACs / 1e9)::
+JSON report (``save=path``), ``schema_version`` 2 (times in ms; GFLOPs = 2 x MACs / 1e9; ``gflops``/``macs``/
+``elementwise_ops`` count plugin layers by their official formulation, ``executed_*`` what the model runs)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "tool": "yolo-attn bench",
       "environment": {date, device, device_name, cpu_model, cpu_count, cpu_affinity, torch_threads,
                       torch_interop_threads, python, platform, torch, ultralytics, yolo_attn, thop,
-                      loadavg (1/5/15 min, at the end), loadavg_start, cuda, cudnn},
+                      loadavg (1/5/15 min, at the end), loadavg_start, cuda, cudnn, runtimes: {runtime: version}},
       "settings": {imgsz: [h, w], batch, throughput_batch, device, half, fuse, warmup, repeats, throughput_warmup,
                    throughput_repeats, nms: {enabled, conf, iou, max_det}, input, interleaved: true,
-                   percentile_method, flops_convention},
+                   percentile_method, flops_convention, runtimes: [...], runtime_repeats, runtime_protocol,
+                   runtime_skipped: {runtime: reason}, runtime_details: {runtime: {status, reason, version, settings
+                   (threads, providers/config), tolerance: {precision, max_rel_l2}}},
+                   train: {batch, warmup, repeats, memory, step, half} | null},
       "models": [
         {"name", "source", "params", "fused", "fused_plugin_modules": [...],
-         "flops": {gflops, macs, elementwise_ops, elementwise_gops, params, input_shape, thop_gflops,
-                   thop_disagreement_pct, thop_notes, ultralytics_get_flops, functional_conv_macs,
-                   by_op: {op: {calls, macs, elementwise_ops}}, uncounted_ops: {op: calls},
-                   layers: [{index, name, from, type, params, macs, gflops, elementwise_ops, output_shape}],
+         "flops": {gflops, executed_gflops, macs, executed_macs, elementwise_ops, executed_elementwise_ops,
+                   elementwise_gops, executed_elementwise_gops, params, input_shape, thop_gflops,
+                   thop_disagreement_pct (vs executed), thop_notes, ultralytics_get_flops, functional_conv_macs,
+                   by_op: {op: {calls, macs, elementwise_ops}} (executed), uncounted_ops: {op: calls},
+                   layers: [{index, name, from, type, params, macs, gflops, elementwise_ops, executed_macs,
+                             executed_gflops, executed_elementwise_ops, output_shape}],
                    plugin_modules: [{name, layer, layer_index, class, params, macs, gflops, elementwise_ops,
-                                     output_shape, thop_gflops}], notes} | null,
+                                     executed_*, output_shape, formulation, thop_gflops}],
+                   official_formulations: [{name, class, formulation, calls, input_shapes, macs, elementwise_ops,
+                                            executed_macs, executed_elementwise_ops, max_rel_diff}], notes} | null,
          "latency": {"batch": {batch, forward, forward_nms, nms, fps, samples_ms, samples_nms_ms, rounds_first},
                      "throughput": {same keys, at throughput_batch} | null, "peak_memory_mb", "nms_applicable"}
                     | null,
            (forward/forward_nms/nms = {n, mean_ms, std_ms, min_ms, p50_ms, p90_ms, max_ms, ms_per_img, img_per_s})
-         "ratios": {vs, params, gflops, elementwise_ops,
+         "runtimes": {runtime: {status, forward, samples_ms, check: {passed, rel_l2: {boxes, scores}, tolerance,
+                                max_abs_diff, shape, reference_max_abs} | null (torch), export_seconds, file,
+                                weights}} | null,
+         "train": {batch, imgsz, step (summary), samples_ms, memory: {method, step_memory_mb, peak_total_mb,
+                   before_mb} | null} | null,
+         "ratios": {vs, params, gflops, executed_gflops, elementwise_ops,
                     latency_p50: {paired_median, paired_ci95, ratio_of_medians, ratio_of_minimums, n},
-                    latency_p50_nms: {same}, throughput} | null (first model)}
+                    latency_p50_nms: {same}, throughput, runtimes: {runtime: {same}}, train_step: {same},
+                    train_memory} | null (first model)}
       ],
       "notes": [...]
     }
@@ -66,6 +81,12 @@ from yolo_attn.bench.latency import (
     ratio_summary,
     sync_fn,
 )
+from yolo_attn.bench.runtimes import (
+    measure_runtimes,
+    parse_runtimes,
+    runtime_availability,
+    runtime_versions,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -77,7 +98,17 @@ __all__ = [
     "parse_device",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+RUNTIME_PROTOCOL = (
+    "each model exported with Ultralytics' exporter (static shape), output checked against the fused PyTorch model "
+    "(relative L2 error per box/score part <= tolerance), then timed forward-only with the same warm-up and "
+    "interleaved rotated rounds as PyTorch, one runtime after another; ratios = median of per-round paired ratios vs "
+    "the first model, bootstrap 95% CI; threads fixed (see runtime_details)"
+)
+TRAIN_STEP = (
+    "zero_grad + train-mode forward + Ultralytics detection loss on synthetic targets (3 boxes/image) + backward; no "
+    "optimizer update; unfused; step time interleaved; memory: see train.memory.method"
+)
 PERCENTILE_METHOD = "linear interpolation between order statistics (numpy default, Hyndman-Fan type 7)"
 INPUT_KINDS = ("image", "zeros", "random")
 
@@ -289,12 +320,20 @@ def benchmark_models(
     conf: float = 0.25,
     iou: float = 0.7,
     max_det: int = 300,
+    runtime: str | Sequence[str] | None = "torch",
+    runtime_repeats: int | None = None,
+    export_dir: str | Path | None = None,
+    train: bool = False,
+    train_batch: int | None = None,
+    train_warmup: int = 2,
+    train_repeats: int = 10,
+    train_memory: bool = True,
     threads: int | None = None,
     input: str = "image",  # noqa: A002 - the CLI key users type
     save: str | Path | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Benchmark one or several models: params, FLOPs (two counters), latency and throughput, interleaved.
+    """Benchmark one or several models: params, FLOPs (official and executed), latency per runtime, training cost.
 
     Args:
         models: YAML names/paths, ``.pt`` paths or ``nn.Module`` s; ratios are reported against the first.
@@ -315,7 +354,19 @@ def benchmark_models(
         conf: NMS confidence threshold (``yolo predict`` default 0.25).
         iou: NMS IoU threshold (``yolo predict`` default 0.7).
         max_det: NMS maximum detections per image.
-        threads: ``torch.set_num_threads`` for the run (restored afterwards); default: leave torch's setting.
+        runtime: Runtimes to time, comma-separated or a list: ``torch`` (always, the reference), ``onnxruntime``,
+            ``openvino``, ``tensorrt`` (CUDA only; skipped with the reason elsewhere). Each model is exported with
+            Ultralytics' exporter, checked against PyTorch, then timed interleaved (:mod:`yolo_attn.bench.runtimes`).
+        runtime_repeats: Timed rounds per exported runtime (default ``repeats``).
+        export_dir: Keep the exported files here (default: a temporary folder).
+        train: Also measure the training cost: step time (interleaved) and peak step memory
+            (:mod:`yolo_attn.bench.train_cost`).
+        train_batch: Batch of the training step (default 8 on CPU, 16 on CUDA).
+        train_warmup: Untimed training steps per model.
+        train_repeats: Timed interleaved training rounds.
+        train_memory: Measure the peak step memory (CPU: one fresh process per model).
+        threads: ``torch.set_num_threads`` for the run (restored afterwards) and the thread count of every runtime;
+            default: leave torch's setting (and give runtimes the same number).
         input: ``"image"`` (Ultralytics' bus.jpg resized; realistic NMS load for trained weights), ``"zeros"`` or
             ``"random"``.
         save: Write the JSON report here.
@@ -327,6 +378,8 @@ def benchmark_models(
     Raises:
         ValueError: Bad arguments (e.g. ``half=True`` on CPU).
         FlopCountError: FLOPs could not be counted for a model (never reported as 0).
+        RuntimeUnavailableError: A requested runtime is not installed (the message names the install command).
+        RuntimeMismatchError: An exported model's output differs from PyTorch beyond the stated tolerance.
     """
     specs = [models] if isinstance(models, (str, Path, nn.Module)) else list(models)
     if not specs:
@@ -343,6 +396,14 @@ def benchmark_models(
         raise ValueError(f"input={input!r}: choose one of {', '.join(INPUT_KINDS)}")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1; got {batch!r}")
+    runtimes = parse_runtimes(runtime)
+    if len(runtimes) > 1 and not latency:
+        raise ValueError(f"runtime={','.join(runtimes)} times models: it needs latency=True")
+    runtime_skips = runtime_availability(runtimes, dev)  # fails now, with the install command, if one is missing
+    if train_batch is None:
+        train_batch = 16 if dev.type == "cuda" else 8
+    if not isinstance(train_batch, int) or train_batch < 1:
+        raise ValueError(f"train_batch must be an int >= 1; got {train_batch!r}")
     tb = default_throughput_batch(dev) if throughput_batch is None else int(throughput_batch)
     tr = max(3, repeats // 10) if throughput_repeats is None else int(throughput_repeats)
     batch_settings = LatencySettings(warmup=warmup, repeats=repeats, batch=batch, nms=nms)
@@ -372,6 +433,8 @@ def benchmark_models(
                     "fused_plugin_modules": fused_plugins,
                     "flops": None,
                     "latency": None,
+                    "runtimes": None,
+                    "train": None,
                     "ratios": None,
                 }
             )
@@ -382,14 +445,23 @@ def benchmark_models(
                 entry["flops"] = _flops_entry(model, entry["name"], hw, cross_check)
 
         input_desc = None
+        runtime_info: dict[str, Any] = {}
         if latency:
             input_desc = _run_latency(entries, built, dev, half, hw, input, batch_settings, tp_settings,
                                       conf, iou, max_det)  # fmt: skip
+            runtime_info = _run_runtimes(entries, built, runtimes, dev, hw, input, batch_settings, runtime_repeats,
+                                         export_dir, verbose)  # fmt: skip
+        if train:
+            _run_train(entries, specs, dev, hw, train_batch, train_warmup, train_repeats, half, train_memory)
         _add_ratios(entries)
         result = {
             "schema_version": SCHEMA_VERSION,
             "tool": "yolo-attn bench",
-            "environment": {**environment_info(dev), "loadavg_start": load_start},
+            "environment": {
+                **environment_info(dev),
+                "loadavg_start": load_start,
+                "runtimes": runtime_versions(runtimes),
+            },
             "settings": {
                 "imgsz": list(hw),
                 "batch": batch,
@@ -406,6 +478,23 @@ def benchmark_models(
                 "interleaved": True,
                 "percentile_method": PERCENTILE_METHOD,
                 "flops_convention": FLOPS_CONVENTION,
+                "runtimes": runtimes if latency else [],
+                "runtime_repeats": (runtime_repeats or repeats) if len(runtimes) > 1 and latency else None,
+                "runtime_protocol": RUNTIME_PROTOCOL if len(runtimes) > 1 and latency else None,
+                "runtime_skipped": {k: v for k, v in runtime_skips.items() if v},
+                "runtime_details": runtime_info,
+                "train": (
+                    {
+                        "batch": train_batch,
+                        "warmup": train_warmup,
+                        "repeats": train_repeats,
+                        "memory": train_memory,
+                        "step": TRAIN_STEP,
+                        "half": bool(half),
+                    }
+                    if train
+                    else None
+                ),  # fmt: skip
             },
             "models": entries,
             "notes": _global_notes(entries, dev, latency, load_start),
@@ -493,6 +582,61 @@ def _run_latency(
     return desc
 
 
+def _run_runtimes(
+    entries: list[dict[str, Any]],
+    built: list[nn.Module],
+    runtimes: list[str],
+    dev: torch.device,
+    hw: tuple[int, int],
+    input_kind: str,
+    batch_settings: LatencySettings,
+    runtime_repeats: int | None,
+    export_dir: str | Path | None,
+    verbose: bool,
+) -> dict[str, Any]:
+    """PyTorch's figures (already measured) plus every exported runtime, per model, into ``entry["runtimes"]``."""
+    for e in entries:
+        b = e["latency"]["batch"]
+        e["runtimes"] = {"torch": {"status": "ok", "forward": b["forward"], "samples_ms": b["samples_ms"],
+                                   "check": None, "export_seconds": None}}  # fmt: skip
+    if len(runtimes) == 1:
+        return {}
+    x, _ = _make_input(input_kind, batch_settings.batch, input_channels(built[0]), hw)
+    settings = LatencySettings(batch_settings.warmup, runtime_repeats or batch_settings.repeats, batch_settings.batch,
+                               nms=False)  # fmt: skip
+    reference = [copy.deepcopy(m).float() for m in built]  # runtimes are checked against fp32 PyTorch
+    res = measure_runtimes(reference, [e["name"] for e in entries], runtimes, x.to(dev), dev, settings,
+                           torch.get_num_threads(), export_dir=export_dir, verbose=verbose)  # fmt: skip
+    info: dict[str, Any] = {}
+    for rt, block in res.items():
+        info[rt] = {k: v for k, v in block.items() if k != "models"}
+        for e, row in zip(entries, block["models"]):
+            e["runtimes"][rt] = {"status": block["status"], **{k: v for k, v in row.items() if k != "name"}}
+        for e in entries[len(block["models"]) :]:
+            e["runtimes"][rt] = {"status": block["status"], "reason": block.get("reason")}
+    return info
+
+
+def _run_train(
+    entries: list[dict[str, Any]],
+    specs: list[Any],
+    dev: torch.device,
+    hw: tuple[int, int],
+    batch: int,
+    warmup: int,
+    repeats: int,
+    half: bool,
+    memory: bool,
+) -> None:
+    from yolo_attn.bench.train_cost import measure_train_cost
+
+    rows = measure_train_cost(specs, [e["name"] for e in entries], hw, batch, dev, warmup=warmup, repeats=repeats,
+                              threads=torch.get_num_threads(), half=half, memory=memory)  # fmt: skip
+    for e, row in zip(entries, rows):
+        e["train"] = {k: v for k, v in row.items() if k not in {"name", "ratio_step", "ratio_memory"}}
+        e["_train_ratios"] = (row["ratio_step"], row["ratio_memory"])
+
+
 def _peak_memory(models: list[nn.Module], xs: list[torch.Tensor], dev: torch.device) -> list[float | None]:
     if dev.type != "cuda":
         return [None] * len(models)  # no allocator statistics worth reporting on CPU
@@ -508,14 +652,16 @@ def _peak_memory(models: list[nn.Module], xs: list[torch.Tensor], dev: torch.dev
 
 
 def _add_ratios(entries: list[dict[str, Any]]) -> None:
+    train_ratios = [e.pop("_train_ratios", None) for e in entries]
     if len(entries) < 2:
         return
     base = entries[0]
-    for e in entries[1:]:
+    for e, tr in zip(entries[1:], train_ratios[1:]):
         ratios: dict[str, Any] = {"vs": base["name"]}
         ratios["params"] = e["params"] / base["params"] if base["params"] else None
         if e["flops"] and base["flops"]:
             ratios["gflops"] = e["flops"]["gflops"] / base["flops"]["gflops"]
+            ratios["executed_gflops"] = e["flops"]["executed_gflops"] / base["flops"]["executed_gflops"]
             b_el = base["flops"]["elementwise_ops"]
             ratios["elementwise_ops"] = e["flops"]["elementwise_ops"] / b_el if b_el else None
         if e["latency"] and base["latency"]:
@@ -528,6 +674,14 @@ def _add_ratios(entries: list[dict[str, Any]]) -> None:
             if e["latency"]["throughput"] and base["latency"]["throughput"]:
                 tp_e = e["latency"]["throughput"]["forward"]["img_per_s"]
                 ratios["throughput"] = tp_e / base["latency"]["throughput"]["forward"]["img_per_s"]
+        if e.get("runtimes") and base.get("runtimes"):
+            ratios["runtimes"] = {}
+            for rt, block in e["runtimes"].items():
+                b = base["runtimes"].get(rt) or {}
+                if block.get("samples_ms") and b.get("samples_ms"):
+                    ratios["runtimes"][rt] = ratio_summary(block["samples_ms"], b["samples_ms"])
+        if tr is not None:
+            ratios["train_step"], ratios["train_memory"] = tr
         e["ratios"] = ratios
 
 
@@ -535,7 +689,9 @@ def _global_notes(
     entries: list[dict[str, Any]], dev: torch.device, latency: bool, load_start: list[float] | None
 ) -> list[str]:
     notes = [
-        "GFLOPs = 2 x conv+matmul MACs at the real input size on the fused model; elementwise ops are separate.",
+        "GFLOPs = 2 x conv+matmul MACs at the real input size on the fused model, plugin layers counted as their "
+        "official formulation computes them (the published convention); exec GFLOPs = what this implementation "
+        "runs; elementwise ops are separate.",
     ]
     if latency:
         notes.append(
@@ -563,6 +719,94 @@ def _fmt(value: Any, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _ci_text(summary: dict[str, Any] | None) -> str:
+    ci = (summary or {}).get("paired_ci95")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
+
+
+def _short_version(version: str | None) -> str:
+    """``2026.4.1-22982-e213a1...`` -> ``2026.4.1`` (the JSON keeps the full string)."""
+    return (str(version).split("-")[0] if version else "-")[:15]
+
+
+def _runtime_lines(result: dict[str, Any]) -> list[str]:
+    """One row per (runtime, model): p50/p90, ratio vs the first model with its CI, the output check."""
+    s = result["settings"]
+    runtimes = s.get("runtimes") or []
+    if len(runtimes) < 2:
+        return []
+    details = s.get("runtime_details") or {}
+    versions = result["environment"].get("runtimes") or {}
+    base = result["models"][0]["name"]
+    lines = [
+        "",
+        f"runtimes (batch {s['batch']}, forward only, {s.get('runtime_repeats')} interleaved rounds per runtime, "
+        f"threads {result['environment']['torch_threads']}; ratio vs {base}: median of paired ratios, 95% CI):",
+    ]
+    head = (
+        f"{'runtime':<13}{'version':<16}{'model':<22}{'p50 ms':>9}{'p90 ms':>9}{'ratio':>8}{'CI95':>18}"
+        f"{'rel L2 vs torch':>17}"
+    )
+    lines += [head, "-" * len(head)]
+    for rt in runtimes:
+        info = details.get(rt, {})
+        if info.get("status") == "skipped":
+            lines.append(f"{rt:<13}{_short_version(versions.get(rt)):<16}skipped: {info.get('reason')}")
+            continue
+        for e in result["models"]:
+            block = (e.get("runtimes") or {}).get(rt) or {}
+            fwd = block.get("forward") or {}
+            ratio = ((e.get("ratios") or {}).get("runtimes") or {}).get(rt)
+            check = block.get("check")
+            lines.append(
+                f"{rt:<13}{_short_version(versions.get(rt)):<16}{e['name']:<22.22}"
+                f"{_fmt(fwd.get('p50_ms'), '.1f'):>9}{_fmt(fwd.get('p90_ms'), '.1f'):>9}"
+                f"{_fmt((ratio or {}).get('paired_median'), '.3f'):>8}{_ci_text(ratio):>18}"
+                f"{'reference' if check is None else format(max(check['rel_l2'].values()), '.1e'):>17}"
+            )
+    tol = {rt: d.get("tolerance") for rt, d in details.items() if d.get("tolerance")}
+    if tol:
+        lines.append(
+            "output check before timing: ||runtime - torch|| / ||torch|| over boxes and over scores <= "
+            + "; ".join(f"{t['max_rel_l2']:g} ({rt}, {t['precision']})" for rt, t in tol.items())
+        )
+    return lines
+
+
+def _train_lines(result: dict[str, Any]) -> list[str]:
+    t = result["settings"].get("train")
+    if not t:
+        return []
+    base = result["models"][0]["name"]
+    methods = {((e.get("train") or {}).get("memory") or {}).get("method") for e in result["models"]} - {None}
+    lines = [
+        "",
+        f"training step (batch {t['batch']}, {t['warmup']} warm-up + {t['repeats']} interleaved rounds; forward + "
+        f"loss + backward; ratio vs {base}):",
+    ]
+    head = (
+        f"{'model':<22}{'step p50 ms':>12}{'p90 ms':>9}{'ratio':>8}{'CI95':>18}{'step mem MB':>13}{'ratio':>8}"
+        f"{'peak total MB':>15}"
+    )
+    lines += [head, "-" * len(head)]
+    for e in result["models"]:
+        tr = e.get("train") or {}
+        step = tr.get("step") or {}
+        mem = tr.get("memory") or {}
+        r = e.get("ratios") or {}
+        lines.append(
+            f"{e['name']:<22.22}{_fmt(step.get('p50_ms'), '.1f'):>12}{_fmt(step.get('p90_ms'), '.1f'):>9}"
+            f"{_fmt((r.get('train_step') or {}).get('paired_median'), '.3f'):>8}{_ci_text(r.get('train_step')):>18}"
+            f"{_fmt(mem.get('step_memory_mb'), '.1f'):>13}{_fmt(r.get('train_memory'), '.3f'):>8}"
+            f"{_fmt(mem.get('peak_total_mb'), '.1f'):>15}"
+        )
+    if methods:
+        from yolo_attn.bench.train_cost import MEMORY_METHODS
+
+        lines += [f"memory: {MEMORY_METHODS.get(m, m)}" for m in sorted(methods)]
+    return lines
+
+
 def format_report(result: dict[str, Any]) -> str:
     """Human-readable tables of a :func:`benchmark_models` result."""
     s = result["settings"]
@@ -581,8 +825,8 @@ def format_report(result: dict[str, Any]) -> str:
         "",
     ]
     head = (
-        f"{'model':<22}{'params(M)':>10}{'GFLOPs':>9}{'elem GOPs':>10}{'thop GFLOPs':>12}{'thop Δ%':>9}"
-        f"{'get_flops':>10}{'p50 ms':>9}{'p90 ms':>9}{'FPS':>7}{'img/s@B':>10}{'p50+NMS':>9}"
+        f"{'model':<22}{'params(M)':>10}{'GFLOPs':>9}{'exec GFLOPs':>12}{'elem GOPs':>10}{'thop GFLOPs':>12}"
+        f"{'thop Δ%':>9}{'get_flops':>10}{'p50 ms':>9}{'p90 ms':>9}{'FPS':>7}{'img/s@B':>10}{'p50+NMS':>9}"
     )
     lines += [head, "-" * len(head)]
     for e in result["models"]:
@@ -593,6 +837,7 @@ def format_report(result: dict[str, Any]) -> str:
         tp = lat.get("throughput") or {}
         lines.append(
             f"{e['name']:<22.22}{e['params'] / 1e6:>10.3f}{_fmt(f.get('gflops'), '.2f'):>9}"
+            f"{_fmt(f.get('executed_gflops'), '.2f'):>12}"
             f"{_fmt(f.get('elementwise_gops'), '.3f'):>10}{_fmt(f.get('thop_gflops'), '.2f'):>12}"
             f"{_fmt(f.get('thop_disagreement_pct'), '+.1f'):>9}{_fmt(f.get('ultralytics_get_flops'), '.2f'):>10}"
             f"{_fmt(fwd.get('p50_ms'), '.1f'):>9}{_fmt(fwd.get('p90_ms'), '.1f'):>9}"
@@ -601,37 +846,46 @@ def format_report(result: dict[str, Any]) -> str:
         )
     plugin_rows = [(e["name"], r) for e in result["models"] if e["flops"] for r in e["flops"]["plugin_modules"]]
     if plugin_rows:
-        lines += ["", "plugin layers (per module, at the real input size):"]
+        lines += ["", "plugin layers (per module, at the real input size; MFLOPs = official formulation):"]
         head = (
-            f"{'model':<22}{'module':<14}{'layer':<10}{'output':<16}{'params':>10}{'MFLOPs':>10}"
-            f"{'thop MFLOPs':>12}{'elem MOPs':>11}"
+            f"{'model':<22}{'module':<14}{'layer':<10}{'output':<16}{'params':>10}{'MFLOPs':>10}{'exec MFLOPs':>12}"
+            f"{'thop MFLOPs':>12}{'elem MOPs':>11}  counted as"
         )
         lines += [head, "-" * len(head)]
         for model_name, r in plugin_rows:
             shape = "x".join(str(v) for v in (r["output_shape"] or [])[1:]) or "-"
             thop_m = r.get("thop_gflops")
+            exec_m = r.get("executed_gflops")
+            how = r.get("formulation", "as executed")
+            how = "as executed" if how == "as executed" else "official formulation"
             lines.append(
                 f"{model_name:<22.22}{r['name']:<14}{r['layer']:<10}{shape:<16}{r['params']:>10,}"
-                f"{r['gflops'] * 1e3:>10.3f}{_fmt(None if thop_m is None else thop_m * 1e3, '.3f'):>12}"
-                f"{r['elementwise_ops'] / 1e6:>11.3f}"
+                f"{r['gflops'] * 1e3:>10.3f}{_fmt(None if exec_m is None else exec_m * 1e3, '.3f'):>12}"
+                f"{_fmt(None if thop_m is None else thop_m * 1e3, '.3f'):>12}"
+                f"{r['elementwise_ops'] / 1e6:>11.3f}  {how}"
             )
     ratio_rows = [e for e in result["models"] if e.get("ratios")]
     if ratio_rows:
         base = result["models"][0]["name"]
         lines += ["", f"ratios vs {base} (latency: median of per-round paired ratios, bootstrap 95% CI):"]
-        head = f"{'model':<22}{'params':>8}{'GFLOPs':>8}{'elem':>8}{'p50':>8}{'CI95':>18}{'p50+NMS':>9}{'img/s':>8}"
+        head = (
+            f"{'model':<22}{'params':>8}{'GFLOPs':>8}{'exec':>8}{'elem':>8}{'p50':>8}{'CI95':>18}{'p50+NMS':>9}"
+            f"{'img/s':>8}"
+        )
         lines += [head, "-" * len(head)]
         for e in ratio_rows:
             r = e["ratios"]
             lat = r.get("latency_p50") or {}
-            ci = lat.get("paired_ci95")
-            ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
             lines.append(
                 f"{e['name']:<22.22}{_fmt(r.get('params'), '.3f'):>8}{_fmt(r.get('gflops'), '.3f'):>8}"
-                f"{_fmt(r.get('elementwise_ops'), '.3f'):>8}{_fmt(lat.get('paired_median'), '.3f'):>8}{ci_txt:>18}"
+                f"{_fmt(r.get('executed_gflops'), '.3f'):>8}"
+                f"{_fmt(r.get('elementwise_ops'), '.3f'):>8}{_fmt(lat.get('paired_median'), '.3f'):>8}"
+                f"{_ci_text(lat):>18}"
                 f"{_fmt((r.get('latency_p50_nms') or {}).get('paired_median'), '.3f'):>9}"
                 f"{_fmt(r.get('throughput'), '.3f'):>8}"
             )
+    lines += _runtime_lines(result)
+    lines += _train_lines(result)
     notes = [n for e in result["models"] if e["flops"] for n in (f"{e['name']}: {x}" for x in e["flops"]["notes"])]
     notes += [f"{e['name']}: thop: {x}" for e in result["models"] if e["flops"] for x in e["flops"]["thop_notes"]]
     if notes or result["notes"]:

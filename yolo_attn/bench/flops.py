@@ -22,8 +22,13 @@ Convention (also stored in every JSON report as ``FLOPS_CONVENTION``):
   resampling (upsample/interpolate, any mode) 1 per output element. Data movement (views, cat, copies, indexing,
   padding, dtype casts, tensor creation) costs 0. Ops with no rule are listed in ``uncounted_ops``, never silently
   treated as free.
-* Counts are per forward pass of the given input (batch 1 by default, so "per image"), in eval mode, on whatever the
-  model runs: a plugin layer that computes its maths in a cheaper but equivalent form is counted as it runs.
+* Counts are per forward pass of the given input (batch 1 by default, so "per image"), in eval mode.
+* **Two columns.** The headline counts (``macs``, ``gflops``, ``elementwise_ops``) count every plugin layer as its
+  paper's *official formulation* computes it, the convention published tables use; ``executed_*`` count what the
+  model actually runs. A layer that computes the official maths in a cheaper, equivalent way (yolo-attn's EMA)
+  declares its official formulation (:mod:`yolo_attn.bench.official_flops`); the formulation is run on the module's
+  real inputs under the same counter and its count replaces the module's executed count. Layers that declare none,
+  and every stock module, are counted as executed in both columns.
 """
 
 from __future__ import annotations
@@ -54,10 +59,11 @@ __all__ = [
 
 FLOPS_CONVENTION = (
     "GFLOPs = 2 x MACs / 1e9 of convolutions and matrix products (bias adds excluded), counted per aten op at the real "
-    "input size on the fused eval model. Elementwise ops reported separately: pointwise and bias adds 1/output "
-    "element, reductions 1/input element (var/std 2), softmax 3/element, inference batch norm 2/element, "
-    "group/layer norm 3 (+1 affine)/element, pooling 1/window element, adaptive pooling 1/input element, "
-    "resampling 1/output element; data movement 0."
+    "input size on the fused eval model, each plugin layer counted as its official formulation computes it (the "
+    "published convention); 'executed' GFLOPs count what this implementation runs. Elementwise ops reported "
+    "separately: pointwise and bias adds 1/output element, reductions 1/input element (var/std 2), softmax "
+    "3/element, inference batch norm 2/element, group/layer norm 3 (+1 affine)/element, pooling 1/window element, "
+    "adaptive pooling 1/input element, resampling 1/output element; data movement 0."
 )
 
 aten = torch.ops.aten
@@ -87,6 +93,19 @@ def _first_tensor(out: Any) -> torch.Tensor | None:
             if t is not None:
                 return t
     return None
+
+
+def _clone(obj: Any) -> Any:
+    """Copy every tensor in a nested tuple/list/dict (other values as they are)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuple
+        return type(obj)(*(_clone(o) for o in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_clone(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    return obj
 
 
 def _numel(out: Any) -> int:
@@ -345,15 +364,24 @@ class FlopReport:
     Attributes:
         model: Display name of the model.
         input_shape: The (B, C, H, W) input the forward pass ran on.
-        macs: Conv + matmul multiply-accumulates (bias adds excluded).
-        elementwise_ops: Elementwise ops under :data:`FLOPS_CONVENTION`.
+        macs: Conv + matmul multiply-accumulates (bias adds excluded), plugin layers by their official formulation.
+        elementwise_ops: Elementwise ops under :data:`FLOPS_CONVENTION`, same convention as ``macs``.
         params: Parameter count of the counted (fused) model.
+        executed_macs: MACs of what the model executed (equal to ``macs`` when no module declares an official
+            formulation that differs from its forward).
+        executed_elementwise_ops: Elementwise ops of what the model executed.
+        official_formulations: One entry per module counted by its declared official formulation: ``name``,
+            ``class``, ``formulation`` (``module:function``), ``calls``, ``input_shapes``, ``macs`` and
+            ``elementwise_ops`` (official), ``executed_macs`` and ``executed_elementwise_ops``, ``max_rel_diff``
+            (formulation output vs the module's own output).
         functional_conv_macs: MACs of convolutions not run as an ``nn.Conv*d`` module's own forward (``F.conv2d``
             with borrowed weights): module-hook counters such as thop cannot see them.
-        by_op: aten op -> {"calls", "macs", "elementwise_ops"}.
+        by_op: aten op -> {"calls", "macs", "elementwise_ops"} of the executed ops.
         uncounted_ops: aten ops that have no rule here -> number of calls (their work is missing from the counts).
-        layers: One row per top-level layer (``model.model[i]`` for Ultralytics models, children otherwise).
-        plugin_modules: One row per plugin-layer instance (types registered in ``yolo_attn.registry``).
+        layers: One row per top-level layer (``model.model[i]`` for Ultralytics models, children otherwise), with
+            official (``macs``, ``gflops``, ``elementwise_ops``) and ``executed_*`` counts.
+        plugin_modules: One row per plugin-layer instance (types registered in ``yolo_attn.plugin.registry``), same
+            fields plus ``formulation`` (the official formulation counted, or ``"as executed"``).
         notes: Caveats found while counting.
     """
 
@@ -362,28 +390,49 @@ class FlopReport:
     macs: int
     elementwise_ops: int
     params: int
+    executed_macs: int | None = None
+    executed_elementwise_ops: int | None = None
     functional_conv_macs: int = 0
     by_op: dict[str, dict[str, int]] = field(default_factory=dict)
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)
     plugin_modules: list[dict[str, Any]] = field(default_factory=list)
+    official_formulations: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.executed_macs is None:
+            self.executed_macs = self.macs
+        if self.executed_elementwise_ops is None:
+            self.executed_elementwise_ops = self.elementwise_ops
 
     @property
     def gflops(self) -> float:
-        """Conv + matmul GFLOPs (2 x MACs / 1e9)."""
+        """Conv + matmul GFLOPs (2 x MACs / 1e9), plugin layers by their official formulation (the headline)."""
         return 2 * self.macs / 1e9
 
     @property
+    def executed_gflops(self) -> float:
+        """Conv + matmul GFLOPs of what the model executed."""
+        return 2 * self.executed_macs / 1e9
+
+    @property
     def elementwise_gops(self) -> float:
-        """Elementwise ops in billions."""
+        """Elementwise ops in billions (official formulation)."""
         return self.elementwise_ops / 1e9
 
+    @property
+    def executed_elementwise_gops(self) -> float:
+        """Elementwise ops in billions, as executed."""
+        return self.executed_elementwise_ops / 1e9
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (adds ``gflops`` and ``elementwise_gops``)."""
+        """JSON-ready dict, plus the derived ``gflops``, ``executed_gflops``, ``*_gops`` fields."""
         d = asdict(self)
         d["gflops"] = self.gflops
+        d["executed_gflops"] = self.executed_gflops
         d["elementwise_gops"] = self.elementwise_gops
+        d["executed_elementwise_gops"] = self.executed_elementwise_gops
         return d
 
 
@@ -395,7 +444,11 @@ class OpCounter(TorchDispatchMode):
 
     Args:
         model: If given, forward pre/post hooks on every submodule attribute each op to all modules on the call stack
-            (inclusive counts in ``module_counts``, keyed by qualified name; the root is ``""``).
+            (inclusive counts in ``module_counts``, keyed by qualified name; the root is ``""``). ``GateTap`` markers
+            are not hooked: a hook on one tells its layer that someone reads the gate, which switches the layer to
+            the path that materialises it, and that path is not what runs in inference.
+        record_calls: Qualified names of modules whose inputs and output are kept (copies) for every call, in
+            ``calls[name] = [(args, kwargs, output), ...]`` (used to count official formulations on the real inputs).
 
     Example:
         >>> conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
@@ -405,9 +458,12 @@ class OpCounter(TorchDispatchMode):
         3456
     """
 
-    def __init__(self, model: nn.Module | None = None) -> None:
+    def __init__(self, model: nn.Module | None = None, record_calls: Sequence[str] = ()) -> None:
         super().__init__()
         self.model = model
+        self.record_calls = frozenset(record_calls)
+        self.calls: dict[str, list[tuple[tuple, dict, Any]]] = defaultdict(list)
+        self._pending: dict[str, list[tuple[tuple, dict]]] = defaultdict(list)
         self.macs = 0
         self.elementwise = 0
         self.functional_conv_macs = 0
@@ -423,12 +479,21 @@ class OpCounter(TorchDispatchMode):
     def _attach(self) -> None:
         if self.model is None:
             return
+        from yolo_attn.layers._gate import GateTap
+
         for name, module in self.model.named_modules():
+            if isinstance(module, GateTap):
+                continue
+            record = name in self.record_calls
 
-            def pre(mod: nn.Module, inputs: Any, name: str = name) -> None:
+            def pre(mod: nn.Module, args: tuple, kwargs: dict, name: str = name, record: bool = record) -> None:
                 self._stack.append((name, mod))
+                if record:  # copies: a later in-place op must not change what the formulation will be run on
+                    self._pending[name].append((_clone(args), _clone(kwargs)))
 
-            def post(mod: nn.Module, inputs: Any, output: Any, name: str = name) -> None:
+            def post(
+                mod: nn.Module, args: tuple, kwargs: dict, output: Any, name: str = name, record: bool = record
+            ) -> None:
                 # pop up to and including this module: an exception inside a child must not leave it stacked
                 while self._stack:
                     top, _ = self._stack.pop()
@@ -437,9 +502,11 @@ class OpCounter(TorchDispatchMode):
                 t = _first_tensor(output)
                 if t is not None:
                     self.module_shapes[name] = list(t.shape)
+                if record and self._pending[name]:
+                    self.calls[name].append((*self._pending[name].pop(), _clone(output)))
 
-            self._handles.append(module.register_forward_pre_hook(pre))
-            self._handles.append(module.register_forward_hook(post))
+            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(post, with_kwargs=True))
 
     def _detach(self) -> None:
         for h in self._handles:
@@ -513,9 +580,9 @@ class OpCounter(TorchDispatchMode):
 
 # ---------------------------------------------------------------------------------------------------- model helpers
 def plugin_layer_types() -> dict[type, str]:
-    """Layer classes registered in ``yolo_attn.registry`` -> registered name ({} if the registry cannot be imported)."""
+    """Layer classes registered in ``yolo_attn.plugin.registry`` -> registered name ({} if it cannot be imported)."""
     try:
-        from yolo_attn import registry
+        from yolo_attn.plugin import registry
 
         return {spec.cls: spec.name for spec in registry.specs()}
     except Exception:  # noqa: BLE001 - counting must not depend on the plugin importing cleanly
@@ -598,19 +665,54 @@ def input_channels(model: nn.Module) -> int:
     return 3
 
 
-def _cost_fields(m: nn.Module, name: str, counts: dict[str, list[int]], shapes: dict[str, list[int]]) -> dict:
-    """The counted fields every breakdown row shares."""
-    macs, elem = counts.get(name, [0, 0])
+class _Counts:
+    """Executed and official (macs, elementwise) per qualified module name.
+
+    ``official[d]`` holds, for each outermost module ``d`` counted by its official formulation, the formulation's
+    own per-module counts (relative names, ``""`` = ``d`` itself). A module inside ``d`` takes its count from there;
+    any other module's official count is its executed count with every ``d`` inside it swapped for the formulation.
+    """
+
+    def __init__(self, executed: dict[str, list[int]], official: dict[str, dict[str, list[int]]]) -> None:
+        self.executed = executed
+        self.official = official
+
+    def executed_of(self, name: str) -> tuple[int, int]:
+        macs, elem = self.executed.get(name, (0, 0))
+        return int(macs), int(elem)
+
+    def official_of(self, name: str) -> tuple[int, int]:
+        for d, sub in self.official.items():
+            if d == "" or name == d or name.startswith(d + "."):
+                rel = name if d == "" else name[len(d) + 1 :]
+                macs, elem = sub.get(rel, (0, 0))
+                return int(macs), int(elem)
+        macs, elem = self.executed_of(name)
+        for d, sub in self.official.items():
+            if name == "" or d.startswith(name + "."):
+                d_macs, d_elem = self.executed_of(d)
+                macs += int(sub[""][0]) - d_macs
+                elem += int(sub[""][1]) - d_elem
+        return macs, elem
+
+
+def _cost_fields(m: nn.Module, name: str, counts: _Counts, shapes: dict[str, list[int]]) -> dict:
+    """The counted fields every breakdown row shares: official (headline) and executed counts."""
+    macs, elem = counts.official_of(name)
+    exec_macs, exec_elem = counts.executed_of(name)
     return {
         "params": sum(p.numel() for p in m.parameters()),
         "macs": macs,
         "gflops": 2 * macs / 1e9,
         "elementwise_ops": elem,
+        "executed_macs": exec_macs,
+        "executed_gflops": 2 * exec_macs / 1e9,
+        "executed_elementwise_ops": exec_elem,
         "output_shape": shapes.get(name),
     }
 
 
-def _layer_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[str, list[int]]) -> list[dict]:
+def _layer_rows(model: nn.Module, counts: _Counts, shapes: dict[str, list[int]]) -> list[dict]:
     seq = getattr(model, "model", None)
     if isinstance(seq, nn.Sequential):  # Ultralytics: model.model[i] with .i/.f/.type set by parse_model
         items, prefix = list(seq.named_children()), "model."
@@ -632,7 +734,9 @@ def _layer_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[str
     return rows
 
 
-def _plugin_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[str, list[int]]) -> list[dict]:
+def _plugin_rows(
+    model: nn.Module, counts: _Counts, shapes: dict[str, list[int]], formulations: dict[str, str]
+) -> list[dict]:
     is_plugin = _plugin_matcher()
     seq_prefix = "model." if isinstance(getattr(model, "model", None), nn.Sequential) else ""
     rows: list[dict] = []
@@ -649,9 +753,131 @@ def _plugin_rows(model: nn.Module, counts: dict[str, list[int]], shapes: dict[st
                 "layer_index": int(head) if head.isdigit() else None,
                 "class": f"{type(m).__module__}.{type(m).__qualname__}",
                 **_cost_fields(m, name, counts, shapes),
+                "formulation": _row_formulation(name, formulations),
             }
         )
     return rows
+
+
+def _row_formulation(name: str, formulations: dict[str, str]) -> str:
+    """Which official formulations a row's headline count comes from ("as executed" when none)."""
+    used = []
+    for d, f in formulations.items():
+        if d == name or d == "" or name.startswith(d + "."):  # the row is (inside) a module with a formulation
+            used.append(f)
+        elif name == "" or d.startswith(name + "."):  # a module with a formulation is nested in the row
+            used.append(f"{d[len(name) + 1 :] if name else d}: {f}")
+    return "; ".join(used) if used else "as executed"
+
+
+def _outermost_formulations(model: nn.Module) -> dict[str, tuple[nn.Module, Callable[..., Any]]]:
+    """Modules that declare an official formulation, outermost only (a formulation covers everything inside it)."""
+    from yolo_attn.bench.official_flops import official_formulation_of
+
+    found: dict[str, tuple[nn.Module, Callable[..., Any]]] = {}
+    for name, m in model.named_modules():
+        if any(d == "" or name.startswith(d + ".") for d in found):
+            continue
+        fn = official_formulation_of(m)
+        if fn is not None:
+            found[name] = (m, fn)
+    return found
+
+
+def _rel_diff(ref: Any, out: Any) -> float:
+    """Largest relative L2 difference between corresponding tensors of two (nested) outputs; inf if they differ in
+    structure or shape."""
+    if isinstance(out, torch.Tensor):
+        if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:
+            return math.inf
+        scale = out.float().norm().item()
+        err = (ref.float() - out.float()).norm().item()
+        return err / scale if scale > 0 else err
+    if isinstance(out, (tuple, list)):
+        if not isinstance(ref, (tuple, list)) or len(ref) != len(out):
+            return math.inf
+        return max((_rel_diff(r, o) for r, o in zip(ref, out)), default=0.0)
+    if isinstance(out, dict):
+        if not isinstance(ref, dict) or ref.keys() != out.keys():
+            return math.inf
+        return max((_rel_diff(ref[k], out[k]) for k in out), default=0.0)
+    return 0.0
+
+
+def _randn_like(obj: Any, gen: torch.Generator) -> Any:
+    if isinstance(obj, torch.Tensor) and obj.is_floating_point():
+        return torch.randn(obj.shape, generator=gen).to(obj.device, obj.dtype)
+    return obj
+
+
+def _count_formulations(
+    model_name: str, declared: dict[str, tuple[nn.Module, Callable[..., Any]]], counter: OpCounter
+) -> tuple[dict[str, dict[str, list[int]]], list[dict[str, Any]]]:
+    """Run each declared formulation on the inputs its module received in the counting pass, under a fresh counter.
+
+    Raises:
+        FlopCountError: A formulation raised, or its output differs from the module's own output.
+    """
+    from yolo_attn.bench.official_flops import FORMULATION_RTOL, formulation_name
+
+    official: dict[str, dict[str, list[int]]] = {}
+    entries: list[dict[str, Any]] = []
+    for name, (module, fn) in declared.items():
+        calls = counter.calls.get(name) or []
+        if not calls:
+            continue  # never called in this forward: nothing to substitute
+        sub = OpCounter(module)
+        worst = 0.0
+        shapes = []
+        for args, kwargs, out in calls:
+            try:
+                with torch.inference_mode(), sub:
+                    ref = fn(module, *args, **kwargs)
+            except Exception as exc:
+                raise FlopCountError(
+                    f"counting FLOPs of {model_name}: the official formulation {formulation_name(fn)} of module "
+                    f"{name or '<root>'} ({type(module).__name__}) raised {exc!r}"
+                ) from exc
+            worst = max(worst, _rel_diff(ref, out))
+            t = _first_tensor(args)
+            shapes.append(list(t.shape) if t is not None else None)
+        # The counting input is often all zeros (so are a random-weight model's activations): check the maths on
+        # random inputs of the recorded shapes too, outside the counter.
+        args, kwargs, _ = calls[0]
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        noisy = tuple(_randn_like(a, gen) for a in args)
+        try:
+            with torch.inference_mode():
+                worst = max(worst, _rel_diff(fn(module, *noisy, **kwargs), module(*noisy, **kwargs)))
+        except Exception as exc:
+            raise FlopCountError(
+                f"counting FLOPs of {model_name}: checking the official formulation {formulation_name(fn)} of module "
+                f"{name or '<root>'} ({type(module).__name__}) on a random input raised {exc!r}"
+            ) from exc
+        if not worst <= FORMULATION_RTOL:
+            raise FlopCountError(
+                f"counting FLOPs of {model_name}: the official formulation {formulation_name(fn)} of module "
+                f"{name or '<root>'} ({type(module).__name__}) does not compute the module's output (relative L2 "
+                f"difference {worst:.3g} > {FORMULATION_RTOL}); its count would not describe this layer"
+            )
+        official[name] = {k: list(v) for k, v in sub.module_counts.items()}
+        official[name][""] = [sub.macs, sub.elementwise]  # the formulation is a function of the module, not its call
+        exec_macs, exec_elem = counter.module_counts.get(name, (0, 0))
+        entries.append(
+            {
+                "name": name,
+                "class": f"{type(module).__module__}.{type(module).__qualname__}",
+                "formulation": formulation_name(fn),
+                "calls": len(calls),
+                "input_shapes": shapes,
+                "macs": int(official[name][""][0]),
+                "elementwise_ops": int(official[name][""][1]),
+                "executed_macs": int(exec_macs),
+                "executed_elementwise_ops": int(exec_elem),
+                "max_rel_diff": worst,
+            }
+        )
+    return official, entries
 
 
 def count_flops(
@@ -661,6 +887,7 @@ def count_flops(
     batch: int = 1,
     channels: int | None = None,
     name: str | None = None,
+    official: bool = True,
 ) -> FlopReport:
     """Count MACs and elementwise ops of one eval forward pass at the real input size.
 
@@ -673,12 +900,16 @@ def count_flops(
         batch: Batch size of the counted input (1 = per-image counts).
         channels: Input channels; default from the Ultralytics YAML, else the first conv's ``in_channels``.
         name: Model name used in reports and error messages.
+        official: Count modules that declare an official formulation (:mod:`yolo_attn.bench.official_flops`) by
+            it in the headline fields (the default; ``executed_*`` always hold the executed counts). False: the
+            headline fields are the executed counts too.
 
     Returns:
         A :class:`FlopReport`.
 
     Raises:
-        FlopCountError: The forward pass failed, or it counted 0 MACs for a model that has parameters.
+        FlopCountError: The forward pass failed, it counted 0 MACs for a model that has parameters, or a declared
+            official formulation failed or does not compute its module's output.
 
     Example:
         >>> from ultralytics.nn.tasks import DetectionModel
@@ -696,13 +927,21 @@ def count_flops(
     x = torch.zeros(batch, c, h, w, device=device, dtype=dtype)
     was_training = model.training
     model.eval()
-    counter = OpCounter(model)
+    try:
+        declared = _outermost_formulations(model) if official else {}
+    except ValueError as exc:
+        raise FlopCountError(f"counting FLOPs of {name}: {exc}") from exc
+    counter = OpCounter(model, record_calls=list(declared))
     try:
         with torch.inference_mode(), counter:
             model(x)
+        official_counts, formulation_entries = _count_formulations(name, declared, counter)
+    except FlopCountError:
+        raise
     except Exception as exc:
         raise FlopCountError(f"counting FLOPs of {name} at input {list(x.shape)} failed: {exc!r}") from exc
     finally:
+        counter.calls.clear()
         model.train(was_training)
     params = sum(q.numel() for q in model.parameters())
     if counter.macs == 0 and params:
@@ -710,17 +949,26 @@ def count_flops(
             f"counting FLOPs of {name} at input {list(x.shape)} found 0 conv/matmul MACs in a model with {params:,} "
             "parameters; refusing to report 0"
         )
+    counts = _Counts(counter.module_counts, official_counts)
+    total_macs, total_elem = counter.macs, counter.elementwise
+    for entry in formulation_entries:
+        total_macs += entry["macs"] - entry["executed_macs"]
+        total_elem += entry["elementwise_ops"] - entry["executed_elementwise_ops"]
+    labels = {e["name"]: e["formulation"] for e in formulation_entries}
     report = FlopReport(
         model=name,
         input_shape=list(x.shape),
-        macs=counter.macs,
-        elementwise_ops=counter.elementwise,
+        macs=total_macs,
+        elementwise_ops=total_elem,
         params=params,
+        executed_macs=counter.macs,
+        executed_elementwise_ops=counter.elementwise,
         functional_conv_macs=counter.functional_conv_macs,
         by_op={k: dict(v) for k, v in sorted(counter.by_op.items())},
         uncounted_ops=dict(sorted(counter.uncounted.items())),
-        layers=_layer_rows(model, counter.module_counts, counter.module_shapes),
-        plugin_modules=_plugin_rows(model, counter.module_counts, counter.module_shapes),
+        layers=_layer_rows(model, counts, counter.module_shapes),
+        plugin_modules=_plugin_rows(model, counts, counter.module_shapes, labels),
+        official_formulations=formulation_entries,
     )
     if report.uncounted_ops:
         report.notes.append(f"ops without a counting rule (their work is missing): {', '.join(report.uncounted_ops)}")
@@ -748,8 +996,10 @@ def thop_cross_check(model: nn.Module, report: FlopReport) -> dict[str, Any]:
         report: Result of :func:`count_flops`.
 
     Returns:
-        ``{"thop_gflops", "disagreement_pct", "notes"}``. If thop raises, ``thop_gflops`` is None and ``error`` says
-        why (a failure is never shown as 0.0); a 0 that thop computed without error is kept, with a note.
+        ``{"thop_gflops", "disagreement_pct", "notes"}``; the disagreement is relative to the *executed* count
+        (thop sees what runs, not a declared official formulation). If thop raises, ``thop_gflops`` is None and
+        ``error`` says why (a failure is never shown as 0.0); a 0 that thop computed without error is kept, with a
+        note.
     """
     out: dict[str, Any] = {"thop_gflops": None, "disagreement_pct": None, "notes": []}
     try:
@@ -768,7 +1018,8 @@ def thop_cross_check(model: nn.Module, report: FlopReport) -> dict[str, Any]:
         return out
     thop_gflops = 2 * float(macs) / 1e9
     out["thop_gflops"] = thop_gflops
-    out["disagreement_pct"] = 100.0 * (thop_gflops - report.gflops) / report.gflops if report.gflops else None
+    executed = report.executed_gflops  # thop counts what runs, so it is compared with the executed count
+    out["disagreement_pct"] = 100.0 * (thop_gflops - executed) / executed if executed else None
     for row in report.plugin_modules:
         sub = _thop_subtree(tree, row["name"])
         row["thop_gflops"] = 2 * sub / 1e9 if sub is not None else None

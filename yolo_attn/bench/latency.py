@@ -201,6 +201,7 @@ def measure_interleaved(
     nms: Sequence[Callable[[Any], Any] | None] | None = None,
     sync: Callable[[], None] = lambda: None,
     clock: Clock = time.perf_counter,
+    inference: bool = True,
 ) -> list[dict[str, Any]]:
     """Time several models round-robin; return raw per-iteration times and summaries per model.
 
@@ -211,6 +212,8 @@ def measure_interleaved(
         nms: Per-model NMS callables (None entries: no NMS for that model); ignored unless ``settings.nms``.
         sync: Device synchronisation called before reading the clock (``torch.cuda.synchronize`` on CUDA).
         clock: Timer (seconds); injectable so the bookkeeping can be tested without timing.
+        inference: Run under ``torch.inference_mode()`` (forward latency). False for callables that need autograd
+            (training steps).
 
     Returns:
         Per model: ``{"forward_s": [...], "nms_s": [...] | None, "forward": summary, "forward_nms": summary | None,
@@ -243,7 +246,7 @@ def measure_interleaved(
 
     gc_was_enabled = gc.isenabled()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(inference):
             for r in range(settings.warmup):
                 for i in rotated_order(n, r):
                     step(i)

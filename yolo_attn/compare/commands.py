@@ -22,8 +22,13 @@ def compare_command(**kwargs: Any) -> Path:
     """``yolo-attn compare models=a.yaml,b.yaml data=d.yaml epochs=.. imgsz=.. seeds=0,1,2 [...]``.
 
     Keys of :func:`yolo_attn.compare.compare` (models, data, epochs, imgsz, seeds, baseline, pretrained, protocol,
-    split, name, project, bench, bench_imgsz, bench_device, bench_repeats, verbose); every other key is passed to
-    Ultralytics' trainer unchanged (batch, workers, device, lr0, ...), identically for all runs.
+    split, name, project, bench, bench_imgsz, bench_device, bench_repeats, verbose; where runs execute: jobs,
+    executor, threads, gpus_per_run, cpus_per_run, ray_address, ray_num_cpus, ray_storage, max_retries); every other
+    key is passed to Ultralytics' trainer unchanged (batch, workers, device, lr0, ...), identically for all runs.
+
+    Examples:
+        ``yolo-attn compare models=a.yaml,b.yaml data=d.yaml seeds=0,1,2 device=0,1,2,3 jobs=4`` (a GPU server);
+        the same with ``executor=ray ray_address=auto`` (a Ray cluster).
     """
     if "data" not in kwargs:
         raise ValueError("compare: data=<dataset.yaml> is required")

@@ -11,9 +11,17 @@ Numbers and how they are made:
 * **Δ** vs the baseline model: difference of the means. Marked ``≈`` when it is within seed noise by this rule:
   ``|Δ| ≤ 2·SE`` with ``SE = sqrt(s_b²/n_b + s_v²/n_v)`` (the standard error of a difference of two means; 2·SE is
   roughly a 95% interval). With fewer than two seeds on either side the noise is unknown and the mark is ``?``.
-* **params (M)**, **GFLOPs** (conv+matmul, 2×MACs, fused model, counted at the benchmark input size) and
-  **latency p50 (ms)** / **FPS** (batch 1, forward only, warm-up and interleaved rounds; FPS = 1000 / p50) come from
-  ``bench.json`` (:mod:`yolo_attn.bench`), measured once per architecture.
+* **params (M)**, **GFLOPs** (conv+matmul, 2×MACs, fused model, counted at the benchmark input size, every plugin
+  layer counted as its official formulation computes it: the convention of published tables), **GFLOPs (executed)**
+  (the same count of what yolo-attn's implementation runs) and **latency p50 (ms)** / **FPS** (batch 1, forward only,
+  warm-up and interleaved rounds; FPS = 1000 / p50) come from ``bench.json`` (:mod:`yolo_attn.bench`), measured once
+  per architecture.
+* **epoch time (s)**: wall time per training epoch from the runs themselves, ``mean ± std`` over the seeds that
+  finished. Per run it is the mean of the epochs' durations, read from the ``time`` column of Ultralytics'
+  ``runs/<run>/results.csv`` (seconds since training started, written after each epoch's validation, so an epoch
+  includes its validation); after a resume the clock restarts, and the first resumed epoch's own time is used. Runs
+  trained in parallel on one machine (or on different machines) share it: compare epoch times only between runs
+  made under the same conditions.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VISDRONE_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100", "AR500")
-COST_COLUMNS = ("params_M", "gflops", "latency_p50_ms", "fps")
+COST_COLUMNS = ("params_M", "gflops", "gflops_executed", "latency_p50_ms", "fps")
 NOISE_RULE = (
     "Δ is marked ≈ when |Δ| ≤ 2·SE, SE = sqrt(s_b²/n_b + s_v²/n_v) (sample std over seeds); "
     "? = fewer than 2 seeds on a side, noise unknown"
@@ -96,6 +104,9 @@ def summarize(folder: Path) -> dict[str, Any]:
             row["metrics"][key] = {"mean": mean, "std": std, "n": n, "values": values}
         entry = bench.get("models", {}).get(label)
         row["cost"] = _cost(entry)
+        epoch_times = [t for t in (run_epoch_time(folder, r) for r in ok) if t is not None]
+        mean, std, n = mean_std(epoch_times)
+        row["epoch_time_s"] = {"mean": mean, "std": std, "n": n, "values": epoch_times}
         rows.append(row)
     baseline = config.get("baseline", labels[0])
     base_row = next((r for r in rows if r["model"] == baseline), rows[0])
@@ -136,9 +147,66 @@ def _cost(entry: dict[str, Any] | None) -> dict[str, float | None]:
     return {
         "params_M": entry["params"] / 1e6 if entry.get("params") is not None else None,
         "gflops": flops.get("gflops"),
+        "gflops_executed": flops.get("executed_gflops"),  # absent from bench.json written before schema 2
         "latency_p50_ms": p50,
         "fps": 1000.0 / p50 if p50 else None,
     }
+
+
+def _float(text: Any) -> float | None:
+    try:
+        value = float(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def epoch_durations(results_csv: Path) -> list[float]:
+    """Per-epoch wall times (s) from Ultralytics' ``results.csv`` ``time`` column (cumulative since the training
+    (re)started); [] when the file or the column is missing or unreadable."""
+    try:
+        with Path(results_csv).open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except OSError:
+        return []
+    if len(rows) < 2:
+        return []
+    header = [h.strip() for h in rows[0]]
+    if "time" not in header:
+        return []
+    col = header.index("time")
+    durations: list[float] = []
+    previous = 0.0
+    for raw in rows[1:]:
+        t = _float(raw[col]) if col < len(raw) else None
+        if t is None:
+            continue
+        # a resumed run restarts the clock: an epoch whose time went down is its own (time since the restart)
+        durations.append(t - previous if t > previous else t)
+        previous = t
+    return durations
+
+
+def run_epoch_time(folder: Path, record: dict[str, Any]) -> float | None:
+    """Mean epoch wall time (s) of one finished run, from ``runs/<run>/results.csv``.
+
+    Falls back to the worker's record of the CSV's last row (``train.ultralytics_last_epoch.time`` over
+    ``train.epochs_logged``, valid for a run that was not resumed) when the CSV is gone. None when neither exists.
+    """
+    run = record.get("run") or ""
+    candidates = [folder / "runs" / run / "results.csv"] if run else []
+    if record.get("run_dir"):
+        candidates.append(Path(record["run_dir"]) / "results.csv")
+    for path in candidates:
+        durations = epoch_durations(path)
+        if durations:
+            return sum(durations) / len(durations)
+    train = record.get("train") if isinstance(record.get("train"), dict) else {}
+    last = train.get("ultralytics_last_epoch") if isinstance(train.get("ultralytics_last_epoch"), dict) else {}
+    total, epochs = _float(last.get("time")), train.get("epochs_logged")
+    if total is not None and isinstance(epochs, int) and epochs > 0 and not train.get("resumed"):
+        return total / epochs
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -161,11 +229,36 @@ def _cell(stats: dict[str, Any], delta: dict[str, Any] | None, pm: str = " ± ",
 
 
 def _header(summary: dict[str, Any]) -> list[str]:
-    return ["model", "seeds", "params (M)", "GFLOPs", "latency p50 (ms)", "FPS", *summary["metrics"]]
+    return [
+        "model",
+        "seeds",
+        "params (M)",
+        "GFLOPs",
+        "GFLOPs (executed)",
+        "latency p50 (ms)",
+        "FPS",
+        "epoch time (s)",
+        *summary["metrics"],
+    ]
 
 
-def _cost_cells(cost: dict[str, float | None]) -> list[str]:
-    return [_fmt(cost["params_M"], 2), _fmt(cost["gflops"], 2), _fmt(cost["latency_p50_ms"], 1), _fmt(cost["fps"], 1)]
+def _cost_cells(row: dict[str, Any], pm: str = " ± ") -> list[str]:
+    cost = row["cost"]
+    return [
+        _fmt(cost["params_M"], 2),
+        _fmt(cost["gflops"], 2),
+        _fmt(cost.get("gflops_executed"), 2),
+        _fmt(cost["latency_p50_ms"], 1),
+        _fmt(cost["fps"], 1),
+        _epoch_cell(row.get("epoch_time_s"), pm),
+    ]
+
+
+def _epoch_cell(stats: dict[str, Any] | None, pm: str) -> str:
+    if not stats or stats["mean"] is None:
+        return "–"
+    digits = 1 if stats["mean"] >= 1 else 2
+    return f"{stats['mean']:.{digits}f}" + (f"{pm}{stats['std']:.{digits}f}" if stats["std"] is not None else "")
 
 
 def _seeds_cell(row: dict[str, Any]) -> str:
@@ -181,8 +274,11 @@ def _footer(summary: dict[str, Any]) -> list[str]:
         f"Metrics: {summary['protocol']} protocol (yolo-attn eval), percent, mean ± std over seeds "
         f"{summary['seeds']}; {summary['epochs']} epochs at imgsz {summary['imgsz']} on {summary['data']}.",
         f"(Δ) vs baseline {summary['baseline']}: {summary['noise_rule']}.",
-        f"Cost: params and GFLOPs (conv+matmul, 2×MACs, fused) and latency p50 at batch 1 / FPS = 1000/p50, "
-        f"measured by yolo-attn bench at imgsz {bench.get('imgsz', '?')} on {bench.get('device', '?')}.",
+        f"Cost: params and GFLOPs (conv+matmul, 2×MACs, fused; plugin layers by their official formulation, the "
+        f"published convention; 'executed' = what yolo-attn's implementation runs) and latency p50 at batch 1 / FPS "
+        f"= 1000/p50, measured by yolo-attn bench at imgsz {bench.get('imgsz', '?')} on {bench.get('device', '?')}.",
+        "Epoch time: wall time per training epoch (validation included), mean of the run's epochs from Ultralytics' "
+        "results.csv, mean ± std over seeds; comparable only between runs made under the same conditions.",
     ]
     failed = [(r["model"], s, e) for r in summary["rows"] for s, e in r["seeds_failed"].items()]
     lines += [f"FAILED: {m} seed {s}: {e}" for m, s, e in failed]
@@ -193,7 +289,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
     header = _header(summary)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in summary["rows"]:
-        cells = [row["model"], _seeds_cell(row), *_cost_cells(row["cost"])]
+        cells = [row["model"], _seeds_cell(row), *_cost_cells(row)]
         cells += [_cell(row["metrics"][k], row["delta"].get(k)) for k in summary["metrics"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {line}" for line in _footer(summary)) + "\n"
@@ -203,10 +299,13 @@ def to_csv(summary: dict[str, Any]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     metric_cols = [f"{k}_{s}" for k in summary["metrics"] for s in ("mean", "std", "n", "delta", "within_noise")]
-    writer.writerow(["model", "seeds_ok", "seeds_failed", *COST_COLUMNS, *metric_cols])
+    epoch_cols = ["epoch_time_s_mean", "epoch_time_s_std", "epoch_time_s_n"]
+    writer.writerow(["model", "seeds_ok", "seeds_failed", *COST_COLUMNS, *epoch_cols, *metric_cols])
     for row in summary["rows"]:
         values: list[Any] = [row["model"], len(row["seeds_ok"]), len(row["seeds_failed"])]
-        values += [row["cost"][c] for c in COST_COLUMNS]
+        values += [row["cost"].get(c) for c in COST_COLUMNS]
+        epoch = row.get("epoch_time_s") or {}
+        values += [epoch.get("mean"), epoch.get("std"), epoch.get("n")]
         for k in summary["metrics"]:
             m, d = row["metrics"][k], row["delta"].get(k)
             values += [m["mean"], m["std"], m["n"], d["value"] if d else None, d["within_noise"] if d else None]
@@ -225,7 +324,7 @@ def to_latex(summary: dict[str, Any]) -> str:
         "\\midrule",
     ]
     for row in summary["rows"]:
-        cells = [row["model"].replace("_", "\\_"), _seeds_cell(row), *_cost_cells(row["cost"])]
+        cells = [row["model"].replace("_", "\\_"), _seeds_cell(row), *_cost_cells(row, pm=" $\\pm$ ")]
         cells += [_cell(row["metrics"][k], row["delta"].get(k), pm=" $\\pm$ ", tex=True) for k in summary["metrics"]]
         lines.append(" & ".join(cells).replace("–", "--") + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolo_attn.layers._gate import GateTap
 from yolo_attn.layers.se import _check_channels
 
 __all__ = ["CBAM"]
@@ -42,6 +43,12 @@ class _ChannelGate(nn.Module):
         self.mlp = nn.Sequential(
             nn.Flatten(), nn.Linear(c1, c1 // reduction), nn.ReLU(), nn.Linear(c1 // reduction, c1)
         )
+        self.gate = GateTap("channel", label="channel")  # M_c, (B, C, 1, 1)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "gate" not in self._modules:  # checkpoints pickled before the gate tap existed
+            self.gate = GateTap("channel", label="channel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
@@ -52,18 +59,24 @@ class _ChannelGate(nn.Module):
         pooled = torch.cat((avg, F.adaptive_max_pool2d(x, 1).flatten(1)), 0)
         att = self.mlp(pooled)
         att = att[:b] + att[b:]
-        return x * att.sigmoid()[:, :, None, None]
+        return x * self.gate(att.sigmoid()[:, :, None, None])
 
 
 class _SpatialGate(nn.Module):
     def __init__(self, kernel_size: int) -> None:
         super().__init__()
         self.spatial = _BasicConv(kernel_size)
+        self.gate = GateTap("spatial", label="spatial")  # M_s, (B, 1, H, W)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "gate" not in self._modules:  # checkpoints pickled before the gate tap existed
+            self.gate = GateTap("spatial", label="spatial")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [max, mean] order as in the official ChannelPool; torch.max (not amax) keeps its index-based gradient.
         comp = torch.cat((torch.max(x, 1, keepdim=True)[0], x.sum(1, keepdim=True) / x.shape[1]), 1)
-        return x * self.spatial(comp).sigmoid()
+        return x * self.gate(self.spatial(comp).sigmoid())
 
 
 class CBAM(nn.Module):
@@ -86,6 +99,9 @@ class CBAM(nn.Module):
         >>> CBAM(64)(torch.randn(2, 64, 13, 21)).shape
         torch.Size([2, 64, 13, 21])
     """
+
+    #: Same rule as SE for the channel MLP when C < 16 (see :mod:`yolo_attn.plugin.layer_args`).
+    fit_defaults = {"reduction": lambda c1, reduction: c1 // reduction >= 1}
 
     def __init__(self, c1: int, kernel_size: int = 7, reduction: int = 16) -> None:
         super().__init__()

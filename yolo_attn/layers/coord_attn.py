@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolo_attn.layers._gate import GateTap
 from yolo_attn.layers.se import _check_channels
 
 __all__ = ["CoordAtt"]
@@ -57,6 +58,16 @@ class CoordAtt(nn.Module):
         self.act = nn.Hardswish()  # == official h_swish: x * ReLU6(x + 3) / 6
         self.conv_h = nn.Conv2d(mip, c1, kernel_size=1, stride=1, padding=0)
         self.conv_w = nn.Conv2d(mip, c1, kernel_size=1, stride=1, padding=0)
+        self._add_gate_taps()
+
+    def _add_gate_taps(self) -> None:
+        self.gate_h = GateTap("strip_h", label="h")  # a_h, (B, C, H, 1)
+        self.gate_w = GateTap("strip_w", label="w")  # a_w, (B, C, 1, W)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "gate_h" not in self._modules:  # checkpoints pickled before the gate taps existed
+            self._add_gate_taps()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]
@@ -66,7 +77,7 @@ class CoordAtt(nn.Module):
         y = self.act(self.bn1(F.conv2d(y, self.conv1.weight, self.conv1.bias)))  # BN stats span both strips
         a_h = F.conv2d(y[:, :, :h], self.conv_h.weight, self.conv_h.bias).sigmoid()  # (B, C, H, 1)
         a_w = F.conv2d(y[:, :, h:], self.conv_w.weight, self.conv_w.bias).sigmoid()  # (B, C, W, 1)
-        return x * a_w.transpose(2, 3) * a_h
+        return x * self.gate_w(a_w.transpose(2, 3)) * self.gate_h(a_h)
 
     def extra_repr(self) -> str:
         return f"c1={self.c1}, reduction={self.reduction}, mip={self.mip}"

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolo_attn.layers._gate import GateTap
 from yolo_attn.layers.se import _check_channels
 
 __all__ = ["ECA", "eca_kernel_size"]
@@ -79,13 +80,19 @@ class ECA(nn.Module):
             )
         self.c1, self.k_size = c1, k_size
         self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+        self.channel_gate = GateTap("channel")  # sigmoid(conv1d(GAP)): one weight per channel
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "channel_gate" not in self._modules:  # checkpoints pickled before the gate tap existed
+            self.channel_gate = GateTap("channel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[0], x.shape[1]
         # GAP as sum / n: sum's backward is a broadcast view, mean's materialises a full-size division.
         y = (x.sum((2, 3)) / (x.shape[2] * x.shape[3])).unsqueeze(1)  # (B, 1, C): channels are the 1-D axis
         y = F.conv1d(y, self.conv.weight, None, 1, self.conv.padding)
-        return x * y.sigmoid().reshape(b, c, 1, 1)
+        return x * self.channel_gate(y.sigmoid().reshape(b, c, 1, 1))
 
     def extra_repr(self) -> str:
         return f"c1={self.c1}, k_size={self.k_size}"

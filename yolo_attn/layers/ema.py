@@ -7,16 +7,22 @@ Official code: https://github.com/YOLOonMe/EMA-attention-module
 Same maths and parameters as the official module (``gn``, ``conv1x1``, ``conv3x3`` with the official shapes, so
 official state_dicts load with ``strict=True``), computed without the official (B*G, C/G, H, W) reshape and without
 materialising the 3x3 branch or the GroupNorm output; training uses a hand-written backward. See ``_ema_forward``
-for the identities used and ``_EMAFunction.backward`` for the gradient.
+for the identities used and ``_EMAFunction.backward`` for the gradient. CPU inference reuses its scratch buffers
+across calls (``_Workspace``): inside a full model the page faults of fresh scratch memory cost more than the
+layer's arithmetic.
 """
 
 from __future__ import annotations
+
+import math
+import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from yolo_attn.layers._gate import GateTap
 from yolo_attn.layers.se import _check_channels
 
 __all__ = ["EMA"]
@@ -57,26 +63,64 @@ def _window_means(xg: torch.Tensor, p_h: torch.Tensor, p_w: torch.Tensor) -> tor
     return total[..., None, None] - rows.unsqueeze(-1) - cols.unsqueeze(-2) + corner
 
 
+class _Workspace:
+    """Scratch buffers that an EMA layer reuses across CPU inference calls.
+
+    Why: PyTorch's CPU allocator hands large buffers back to the C library, which returns freed memory at the top of
+    the heap to the kernel; the next forward page-faults it in again. Measured inside yolov8s at 640 (one thread),
+    the EMA model's fresh scratch buffers added ~4,800 minor page faults (~19 MB) per forward over yolov8s -- more
+    time than the three layers' arithmetic -- and reusing them removes that. Only intermediates live here, never a
+    returned tensor, and only on paths that nothing records (no autograd, no tracing): those need fresh buffers.
+
+    One buffer per role, per thread (two threads running the same model must not share scratch memory), per dtype,
+    device and inference-mode flag (a tensor made under ``torch.inference_mode`` cannot be written outside it). A
+    role's buffer grows to the largest input seen and is viewed at the size asked for, so memory stays bounded when
+    input shapes vary. Not pickled: a deep copy or a checkpoint gets an empty workspace.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, role: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A contiguous scratch tensor of ``shape`` with ``like``'s dtype and device (contents undefined)."""
+        buffers: dict = self._local.__dict__.setdefault("buffers", {})
+        key = (role, like.dtype, like.device, torch.is_inference_mode_enabled())
+        n = math.prod(shape)
+        buf = buffers.get(key)
+        if buf is None or buf.numel() < n:
+            buf = buffers[key] = torch.empty(n, dtype=like.dtype, device=like.device)
+        return buf[:n].view(shape)
+
+    def clear(self) -> None:
+        """Free this thread's buffers."""
+        self._local.__dict__.pop("buffers", None)
+
+
 def _tap_slices(k: int, n: int) -> tuple[int, int]:
     """Output range [start, end) along one axis for which tap offset k - 1 of a 3-tap, zero-padded conv is inside."""
     return max(0, 1 - k), min(n, n + 1 - k)
 
 
-def _conv3x3_shared_eager(xg: torch.Tensor, k1: torch.Tensor, loops: bool) -> torch.Tensor:
+def _conv3x3_shared_eager(
+    xg: torch.Tensor, k1: torch.Tensor, loops: bool, workspace: _Workspace | None = None
+) -> torch.Tensor:
     """``conv2d(x, k1 repeated per group, padding=1, groups=G)``: one output per group, kernel shared by the groups.
 
     ``loops=True`` (CPU): contract over the C/G channels first (one GEMM per sample gives the 9 tap maps), then add
     the 9 shifted tap maps. On CPU this is several times faster than oneDNN's grouped conv for this odd shape (C/G
-    inputs, 1 output), and the per-sample loop keeps the (G, 9, H, W) temporary small. Not traceable (the Python
-    loop runs over the batch). ``loops=False``: the grouped conv (GPUs, where cuDNN handles it well).
+    inputs, 1 output; also faster than a dense conv over the B*G batch, a depthwise conv plus a channel sum, or
+    ``F.fold`` for the shifted adds), and the per-sample loop keeps the (G, 9, H, W) temporary small. Not traceable
+    (the Python loop runs over the batch). ``loops=False``: the grouped conv (GPUs, where cuDNN handles it well).
+    With a ``workspace`` the temporary and the result are its scratch buffers.
     """
     b, g, cg, h, w = xg.shape
     if not loops:
         return F.conv2d(xg.reshape(b, g * cg, h, w), k1.reshape(1, cg, 3, 3).repeat(g, 1, 1, 1), padding=1, groups=g)
     taps = k1.reshape(cg, 9).t()  # (9, C/G)
-    out = xg.new_empty(b, g, h, w)
+    out = xg.new_empty(b, g, h, w) if workspace is None else workspace.get("t1", (b, g, h, w), xg)
+    zbuf = None if workspace is None else workspace.get("taps", (g, 9, h * w), xg)
     for i in range(b):
-        z = torch.matmul(taps, xg[i].reshape(g, cg, h * w)).reshape(g, 9, h, w)
+        z = torch.matmul(taps, xg[i].reshape(g, cg, h * w), out=zbuf).reshape(g, 9, h, w)
         o = out[i]
         o.copy_(z[:, 4])  # centre tap covers every output
         for t in (0, 1, 2, 3, 5, 6, 7, 8):
@@ -142,6 +186,7 @@ def _ema_forward(
     cg: int,
     eps: float,
     eager: bool,
+    workspace: _Workspace | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """EMA forward on (B, G, C/G, H, W) views. Returns the output and the tensors the backward needs.
 
@@ -155,7 +200,9 @@ def _ema_forward(
     * ``a2 . x1 = sum_c (a2 gamma rstd)_c (y_c - mu_c) + a2 . beta`` with y the GroupNorm input.
 
     ``eager=True`` (nothing records the ops: inside the autograd.Function or under no_grad) reuses buffers in
-    place and uses the faster untraceable 3x3 conv; ``eager=False`` is plain differentiable, exportable ops.
+    place and uses the faster untraceable 3x3 conv; ``eager=False`` is plain differentiable, exportable ops. A
+    ``workspace`` (CPU inference, requires ``eager``) holds every full-size intermediate; the saved tensors then
+    alias its scratch buffers and are returned empty.
     """
     b, h, w = x.shape[0], x.shape[2], x.shape[3]
     g = groups  # g and cg are Python ints (not traced sizes): the exported graph needs static kernel shapes
@@ -168,7 +215,10 @@ def _ema_forward(
     w1m = w1.reshape(cg, cg)
     s_h = torch.sigmoid(torch.matmul(w1m, p_h) + b1.reshape(cg, 1))
     s_w = torch.sigmoid(torch.matmul(w1m, p_w) + b1.reshape(cg, 1))
-    y = xg * s_h.unsqueeze(-1)
+    if workspace is not None:
+        y = torch.mul(xg, s_h.unsqueeze(-1), out=workspace.get("y", tuple(xg.shape), xg))
+    else:
+        y = xg * s_h.unsqueeze(-1)
     y = y.mul_(s_w.unsqueeze(-2)) if eager else y * s_w.unsqueeze(-2)  # GroupNorm input
     # Two-pass statistics (as accurate as GroupNorm's own); the centred map is kept instead of y.
     mu = y.mean((3, 4), keepdim=True)
@@ -185,12 +235,17 @@ def _ema_forward(
     # weights = a1 . x2 + a2 . x1, per pixel and group.
     k1 = torch.matmul(a1, w3.reshape(cg, cg * 9)).reshape(1, cg, 3, 3)
     if eager:
-        t1 = _conv3x3_shared_eager(xg, k1, loops=x.device.type == "cpu")
+        t1 = _conv3x3_shared_eager(xg, k1, loops=x.device.type == "cpu", workspace=workspace)
     else:
         t1 = F.conv2d(x, k1.repeat(g, 1, 1, 1), padding=1, groups=g)
     k2 = a2 * gamma * rstd
+    const = ((a2 * beta).sum(-1) + torch.dot(a1, b3))[:, :, None, None]
+    if workspace is not None:  # t1 is scratch: accumulate the weights and the gate in place
+        t2 = torch.matmul(k2.unsqueeze(-2), yc.reshape(b, g, cg, h * w), out=workspace.get("t2", (b, g, 1, h * w), x))
+        att = t1.add_(t2.view(b, g, h, w)).add_(const).sigmoid_()
+        return (xg * att.unsqueeze(2)).reshape(b, c, h, w), ()
     t2 = torch.matmul(k2.unsqueeze(-2), yc.reshape(b, g, cg, h * w)).reshape(b, g, h, w)
-    wts = t1 + t2 + ((a2 * beta).sum(-1) + torch.dot(a1, b3))[:, :, None, None]
+    wts = t1 + t2 + const
     att = torch.sigmoid(wts)
     out = (xg * att.unsqueeze(2)).reshape(b, c, h, w)
     return out, (xg, p_h, p_w, s_h, s_w, yc, mu, rstd, a1, a2, win, k1, att)
@@ -312,6 +367,16 @@ class EMA(nn.Module):
         torch.Size([2, 64, 13, 21])
     """
 
+    #: Args whose official default may not fit small channel counts (16 channels inside a yolov8n C2f): when a YAML
+    #: row leaves the arg out, the plugin passes the largest valid value <= the default and logs it
+    #: (:mod:`yolo_attn.plugin.fitting`). Explicit values are never changed: an invalid one raises.
+    fit_defaults = {"factor": lambda c1, factor: c1 % factor == 0}
+
+    #: The official code's computation (the 3x3 conv over every group, GroupNorm, two matmuls), which this forward
+    #: avoids: FLOPs tables count EMA by it, the convention published numbers use (see
+    #: :mod:`yolo_attn.bench.official_flops`). A string, so this file keeps importing only torch.
+    official_formulation = "yolo_attn.bench.official_flops:ema_official"
+
     def __init__(self, c1: int, factor: int = 32) -> None:
         super().__init__()
         c1 = _check_channels("EMA", c1)
@@ -326,6 +391,19 @@ class EMA(nn.Module):
         self.gn = nn.GroupNorm(cg, cg)
         self.conv1x1 = nn.Conv2d(cg, cg, kernel_size=1, stride=1, padding=0)
         self.conv3x3 = nn.Conv2d(cg, cg, kernel_size=3, stride=1, padding=1)
+        self.spatial_gate = GateTap("spatial", groups=factor)  # sigmoid(weights): one H x W map per group
+        self._workspace = _Workspace()  # CPU inference scratch buffers, reused across calls (not state)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__().copy()
+        state.pop("_workspace", None)  # thread-local scratch memory: neither picklable nor worth copying
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "spatial_gate" not in self._modules:  # checkpoints pickled before the gate tap existed
+            self.spatial_gate = GateTap("spatial", groups=self.groups)
+        self._workspace = _Workspace()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = [
@@ -348,12 +426,20 @@ class EMA(nn.Module):
     def _forward(self, x: torch.Tensor, params: list[torch.Tensor], exporting: bool) -> torch.Tensor:
         x = x.contiguous()
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+        cg = self.c1 // self.groups
+        if self.spatial_gate.observed and not exporting:  # someone reads the gate: the path that materialises it
+            out, saved = _ema_forward(x, *params, self.groups, cg, self.gn.eps, eager=False)
+            self.spatial_gate(saved[-1])
+            return out
         if needs_grad and not exporting:
             return _EMAFunction.apply(x, *params, self.groups, self.gn.eps)
-        # Inference, export and tracing: the same maths as plain ops (in place and untraceable only when nothing
-        # records them).
-        cg = self.c1 // self.groups
-        return _ema_forward(x, *params, self.groups, cg, self.gn.eps, eager=not (needs_grad or exporting))[0]
+        # Inference, export and tracing: the same maths as plain ops (in place, untraceable and with reused scratch
+        # buffers only when nothing records them).
+        eager = not (needs_grad or exporting)
+        workspace = None
+        if eager and x.device.type == "cpu":
+            workspace = self.__dict__.get("_workspace") or self.__dict__.setdefault("_workspace", _Workspace())
+        return _ema_forward(x, *params, self.groups, cg, self.gn.eps, eager=eager, workspace=workspace)[0]
 
     def extra_repr(self) -> str:
         return f"c1={self.c1}, factor={self.groups}"

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolo_attn.layers._gate import GateTap
+
 __all__ = ["SE"]
 
 
@@ -55,6 +57,10 @@ class SE(nn.Module):
         torch.Size([2, 64, 13, 21])
     """
 
+    #: When a YAML row leaves ``reduction`` out and C < 16 (8-channel bottlenecks inside small blocks), the plugin
+    #: uses the largest r <= 16 that keeps a hidden unit (:mod:`yolo_attn.plugin.layer_args`).
+    fit_defaults = {"reduction": lambda c1, reduction: c1 // reduction >= 1}
+
     def __init__(self, c1: int, reduction: int = 16) -> None:
         super().__init__()
         c1 = _check_channels("SE", c1)
@@ -68,6 +74,12 @@ class SE(nn.Module):
         self.c1, self.reduction = c1, reduction
         self.fc1 = nn.Conv2d(c1, hidden, 1, bias=True)
         self.fc2 = nn.Conv2d(hidden, c1, 1, bias=True)
+        self.channel_gate = GateTap("channel")  # sigmoid(excitation): one weight per channel
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "channel_gate" not in self._modules:  # checkpoints pickled before the gate tap existed
+            self.channel_gate = GateTap("channel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[0], x.shape[1]
@@ -76,7 +88,7 @@ class SE(nn.Module):
         s = x.sum((2, 3)) / (x.shape[2] * x.shape[3])
         s = F.relu(F.linear(s, self.fc1.weight.flatten(1), self.fc1.bias))
         s = F.linear(s, self.fc2.weight.flatten(1), self.fc2.bias)
-        return x * s.sigmoid().reshape(b, c, 1, 1)
+        return x * self.channel_gate(s.sigmoid().reshape(b, c, 1, 1))
 
     def extra_repr(self) -> str:
         return f"c1={self.c1}, reduction={self.reduction}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,6 +316,41 @@ def replace_layer(
         r._fixed_sources = None
     header = _header(text, note or "replaced " + ", ".join(f"row {t} {old[t]} -> {module}" for t in targets))
     return _render(model, list(model.rows), header)
+
+
+def rewrite_rows(
+    text: str, changes: Mapping[int, tuple[str | None, Sequence | None]], *, note: str | None = None
+) -> str:
+    """Set the module and/or args of rows, keeping their ``from``, repeats, comments and every other row.
+
+    Used for edits that change what a row builds but not the graph: ``C2f -> C2f_EMA`` (attention inside the block,
+    same args) or a fork-style ``EMA [256] -> EMA []`` (:mod:`yolo_attn.variants.migrate`).
+
+    Args:
+        text: The model YAML text.
+        changes: Row index (original numbering) -> ``(module, args)``; ``None`` keeps that part of the row.
+        note: Words for the header comment that records the edit.
+
+    Returns:
+        The edited YAML text, with a header comment recording the edit.
+
+    Raises:
+        YAMLEditError: an index is out of range, or ``changes`` is empty.
+    """
+    model = _prepare(text)
+    n = len(model.rows)
+    targets = {_check_index(i, n, "row"): change for i, change in changes.items()}
+    if not targets:
+        raise YAMLEditError("rewrite_rows needs at least one row")
+    described = []
+    for i, (module, args) in sorted(targets.items()):
+        r = model.rows[i]
+        new_row = [r.row[0], r.row[1], r.row[2] if module is None else module, r.row[3] if args is None else list(args)]
+        described.append(f"row {i} {format_row(r.row[2:])} -> {format_row(new_row[2:])}")
+        r.row = new_row
+    for r in model.rows:
+        r._fixed_sources = None
+    return _render(model, list(model.rows), _header(text, note or "rewrote " + "; ".join(described)))
 
 
 def remove_layers(text: str, rows: Iterable[int], *, note: str | None = None) -> str:

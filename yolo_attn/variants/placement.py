@@ -1,6 +1,6 @@
 """Move layers in a model YAML with one command, and inspect what a YAML builds before training it.
 
-``place`` edits the YAML text row by row (:mod:`yolo_attn.yaml_edit`): inserting a row after row ``t`` makes every
+``place`` edits the YAML text row by row (:mod:`yolo_attn.variants.edit`): inserting a row after row ``t`` makes every
 consumer of ``t`` (the next row's ``-1``, later absolute ``from`` indices, Concat and Detect inputs) read the new row,
 and renumbers every other absolute ``from`` so it still reads the same producer. Comments and layout survive, and a
 header comment records the edit. The edited YAML is built once before it is written, so a layer that cannot take
@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from yolo_attn import registry
-from yolo_attn.yaml_edit import (
+from yolo_attn.plugin import registry
+from yolo_attn.variants.edit import (
     YAMLEditError,
     find_rows,
     format_row,
@@ -81,7 +81,7 @@ def resolve_model_yaml(name: str | Path) -> tuple[Path, str]:
     from ultralytics.nn.tasks import guess_model_scale
     from ultralytics.utils.checks import check_yaml
 
-    from yolo_attn.integration import find_model_yaml
+    from yolo_attn.plugin.integration import find_model_yaml
 
     text = str(name)
     scale = guess_model_scale(text)
@@ -98,9 +98,14 @@ def resolve_model_yaml(name: str | Path) -> tuple[Path, str]:
         shipped = find_model_yaml(candidate)
         if shipped is not None:
             return shipped, scale
+        from yolo_attn.variants.families import resolve_variant_yaml
+
+        generated = resolve_variant_yaml(candidate)  # yolo26n-ema-blocks.yaml: generated from Ultralytics' base
+        if generated is not None:
+            return Path(generated), scale
     raise FileNotFoundError(
-        f"model YAML {text!r} not found as a file, in Ultralytics' cfg/models or among yolo-attn's shipped YAMLs "
-        "(`yolo-attn layers` lists them)"
+        f"model YAML {text!r} not found as a file, in Ultralytics' cfg/models, among yolo-attn's shipped YAMLs or "
+        "as a <family><scale>-<layer>[-<where>] variant name (`yolo-attn layers` lists them)"
     )
 
 
@@ -133,9 +138,14 @@ def _as_list(value: Any, what: str) -> list:
 
 
 def _layer_kind(name: str) -> str:
-    """``"attention"``/``"conv"`` for a registered layer, ``"ultralytics"`` for a module the parser knows."""
-    if name in registry.list_layers():
+    """``"attention"``/``"conv"`` for a registered layer, ``"block"`` for ``C2f_EMA``-style names, ``"ultralytics"``
+    for a module the parser knows."""
+    try:
         return registry.get_spec(name).kind
+    except KeyError:
+        pass
+    if _block_of(name):
+        return "block"
     import torch.nn as nn
 
     if name.startswith("nn."):
@@ -158,8 +168,24 @@ def _layer_kind(name: str) -> str:
     )
 
 
+def _block_of(module: Any) -> str | None:
+    """The stock block of a ``<Block>_<Layer>`` name (``C2f_EMA`` -> ``C2f``), else None."""
+    if not isinstance(module, str) or "_" not in module:
+        return None
+    from yolo_attn.plugin.blocks import split_block_name
+
+    parsed = split_block_name(module)
+    return parsed[0] if parsed else None
+
+
 def _is_plugin(module: Any) -> bool:
-    return isinstance(module, str) and module in registry.list_layers()
+    if not isinstance(module, str):
+        return False
+    try:
+        registry.get_spec(module)
+        return True
+    except KeyError:
+        return _block_of(module) is not None
 
 
 def _conv_like(module: str) -> bool:
@@ -168,7 +194,7 @@ def _conv_like(module: str) -> bool:
 
 def _describe_changes(old_text: str, new_text: str, removed: Sequence[int] = ()) -> list[str]:
     """Human lines: inserted/removed/replaced rows and every consumer whose producer changed."""
-    from yolo_attn.transfer import NotAVariantError, align_layers
+    from yolo_attn.variants.transfer import NotAVariantError, align_layers
 
     old, new = yaml.load(old_text, Loader=_LOADER), yaml.load(new_text, Loader=_LOADER)
     try:
@@ -213,7 +239,7 @@ def _check_builds(text: str, scale: str) -> str:
     """Build the edited rows with Ultralytics' parser at one scale; return the scale used."""
     import ultralytics.nn.tasks as tasks
 
-    from yolo_attn.integration import register_ultralytics
+    from yolo_attn.plugin.integration import register_ultralytics
 
     register_ultralytics()
     d = yaml.load(text, Loader=_LOADER)
@@ -321,7 +347,11 @@ def _place(
         if after or before:
             if not layer:
                 raise PlacementError("after=/before= insert a layer: give layer=<name> (e.g. layer=EMA)")
-            _layer_kind(layer)
+            if _layer_kind(layer) == "block":
+                raise PlacementError(
+                    f"{layer} is a block with attention inside: it replaces a stock {_block_of(layer)} row "
+                    f"(replace=<row> layer={layer}) rather than being inserted"
+                )
             cli += [f"layer={layer}"] + [
                 f"{k}={','.join(map(str, v))}" for k, v in (("after", after), ("before", before)) if v
             ]
@@ -334,10 +364,19 @@ def _place(
                 raise PlacementError(
                     f"replace= swaps a conv-like row, but {layer} is a layer of kind 'attention' (channel-preserving, "
                     f"it cannot stand where a Conv changes width or stride); insert it with after=/before= instead. "
-                    f"Layers of kind 'conv': {', '.join(registry.list_layers('conv')) or 'none'}"
+                    f"Layers of kind 'conv': {', '.join(registry.list_layers('conv')) or 'none'}; for attention "
+                    f"inside a block, replace a C2f/C3k2/C3/C2 row with e.g. layer=C2f_{layer}"
                 )
             for t in replace:
                 module = rows[t % n_rows].row[2]
+                if kind == "block":
+                    if _block_of(module) != _block_of(layer) and module != _block_of(layer) and not force:
+                        raise fail(
+                            f"replace={t}: row {t % n_rows} is {module}, not a {_block_of(layer)} row; {layer} takes "
+                            f"the args of a stock {_block_of(layer)} row",
+                            t % n_rows,
+                        )
+                    continue
                 if not _conv_like(module) and not force:
                     raise fail(
                         f"replace={t}: row {t % n_rows} is {module}, not a Conv row; replace= keeps the row's args, "
@@ -642,7 +681,8 @@ def inspect(
 
     Returns:
         One dict per row: ``index``, ``from``, ``n`` (repeats after depth scaling), ``module`` (YAML name),
-        ``args`` (as Ultralytics logs them, channels injected), ``output_shape``, ``params``, ``gflops``.
+        ``args`` (as Ultralytics logs them, channels injected), ``output_shape``, ``params``, ``gflops``, ``notes``
+        (what the plugin read or fitted: fork-style channel args, defaults fitted to small channel counts).
 
     Raises:
         WiringError: A ``from`` index is invalid, or a row fails on its inputs (Concat of different spatial sizes);
@@ -658,7 +698,7 @@ def inspect(
 def _inspect(model: str | Path | Mapping, imgsz: int, scale: str | None) -> tuple[list[dict], list[str]]:
     import torch
 
-    from yolo_attn.integration import register_ultralytics
+    from yolo_attn.plugin.integration import register_ultralytics
 
     register_ultralytics()
     if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < 32 or imgsz % 32:
@@ -700,6 +740,7 @@ def _inspect(model: str | Path | Mapping, imgsz: int, scale: str | None) -> tupl
                 "output_shape": shapes.get(m.i),
                 "params": int(sum(p.numel() for p in m.parameters())),
                 "gflops": gflops.get(m.i, float("nan")),
+                "notes": list(getattr(m, "yolo_attn_notes", ())),
             }
         )
     name = str(path) if path else "model dict"
@@ -709,6 +750,7 @@ def _inspect(model: str | Path | Mapping, imgsz: int, scale: str | None) -> tupl
         f"{counter}; output shapes from one eval forward of zeros(1, {d.get('channels', 3)}, {imgsz}, {imgsz}); "
         "args as logged by Ultralytics' parse_model (channels injected)",
     ]
+    footer += [f"row {r['index']} {r['module']}: {note}" for r in rows for note in r["notes"]]
     return rows, footer
 
 

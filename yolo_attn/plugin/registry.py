@@ -45,15 +45,23 @@ class LayerSpec:
         cls: The ``nn.Module`` subclass that is built.
         kind: ``"attention"`` (channel-preserving, c1 injected) or ``"conv"`` (c1 injected, c2 width-scaled).
         builtin: True for the layers shipped with yolo-attn.
+        aliases: Other names YAML rows may use for the same layer (``SA`` for ``ShuffleAttention``).
     """
 
     name: str
     cls: type[nn.Module]
     kind: str
     builtin: bool = False
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The registered name followed by its aliases."""
+        return (self.name, *self.aliases)
 
 
 _REGISTRY: dict[str, LayerSpec] = {}
+_ALIASES: dict[str, str] = {}  # alias -> registered name
 _LISTENERS: list[Callable[[LayerSpec | None, str], None]] = []
 
 
@@ -67,6 +75,7 @@ def register_layer(
     *,
     kind: str = "attention",
     name: str | None = None,
+    aliases: tuple[str, ...] | list[str] = (),
     force: bool = False,
 ) -> ModuleT | Callable[[ModuleT], ModuleT]:
     """Register an ``nn.Module`` subclass so Ultralytics model YAMLs can name it.
@@ -82,13 +91,14 @@ def register_layer(
         kind: ``"attention"`` (constructor ``cls(c1, *yaml_args)``, output channels = input channels) or ``"conv"``
             (constructor ``cls(c1, c2, *yaml_args[1:])`` with ``c2`` width-scaled like Ultralytics' ``Conv``).
         name: Name used in YAML rows; defaults to ``cls.__name__``. Must be a Python identifier.
-        force: Replace an existing registration of the same name instead of raising.
+        aliases: Other names YAML rows may use for the layer (``("SA",)``); each must be free like ``name``.
+        force: Replace an existing registration of the same name (and aliases) instead of raising.
 
     Returns:
         The class itself (so the decorator form leaves it unchanged), or a decorator when ``cls`` is omitted.
 
     Raises:
-        KeyError: ``name`` is already registered and ``force`` is False.
+        KeyError: ``name`` or an alias is already registered and ``force`` is False.
         ValueError: ``kind`` is unknown or ``name`` is not a valid identifier.
         TypeError: ``cls`` is not an ``nn.Module`` subclass.
     """
@@ -97,20 +107,33 @@ def register_layer(
         layer_name = name or getattr(layer_cls, "__name__", "")
         if not (isinstance(layer_cls, type) and issubclass(layer_cls, nn.Module)):
             raise TypeError(f"register_layer: {layer_cls!r} is not an nn.Module subclass (YAML layers must be modules)")
-        if not layer_name.isidentifier() or keyword.iskeyword(layer_name):
-            raise ValueError(f"register_layer: name {layer_name!r} is not a valid Python identifier")
+        alias_names = tuple(dict.fromkeys(a for a in aliases if a != layer_name))
+        for candidate in (layer_name, *alias_names):
+            if not isinstance(candidate, str) or not candidate.isidentifier() or keyword.iskeyword(candidate):
+                raise ValueError(f"register_layer: name {candidate!r} is not a valid Python identifier")
         _check_kind(kind, layer_name)
-        if layer_name in _REGISTRY and not force:
-            existing = _REGISTRY[layer_name]
-            raise KeyError(
-                f"{layer_name!r} is already registered (to {existing.cls.__module__}.{existing.cls.__qualname__}, "
-                f"kind={existing.kind!r}); pass force=True to replace it. Registered: {', '.join(sorted(_REGISTRY))}"
-            )
+        for candidate in (layer_name, *alias_names):
+            owner = _REGISTRY.get(candidate) or _REGISTRY.get(_ALIASES.get(candidate, ""))
+            if owner is not None and not force:
+                raise KeyError(
+                    f"{candidate!r} is already registered (to {owner.cls.__module__}.{owner.cls.__qualname__}, "
+                    f"kind={owner.kind!r}); pass force=True to replace it. Registered: {', '.join(list_layers())}"
+                )
         builtin = layer_cls.__module__.startswith("yolo_attn.layers")
-        spec = LayerSpec(name=layer_name, cls=layer_cls, kind=kind, builtin=builtin)
+        spec = LayerSpec(name=layer_name, cls=layer_cls, kind=kind, builtin=builtin, aliases=alias_names)
+        if layer_name in _REGISTRY:  # force=True: drop the old registration's aliases first
+            old = _REGISTRY[layer_name]
+            for alias in old.aliases:
+                _ALIASES.pop(alias, None)
+                if alias not in alias_names:
+                    for listener in list(_LISTENERS):
+                        listener(None, alias)
         for listener in list(_LISTENERS):  # listeners may veto (e.g. a name Ultralytics' parser already uses)
-            listener(spec, layer_name)
+            for candidate in spec.names:
+                listener(spec, candidate)
         _REGISTRY[layer_name] = spec
+        for alias in alias_names:
+            _ALIASES[alias] = layer_name
         return layer_cls
 
     if cls is None:
@@ -121,20 +144,38 @@ def register_layer(
 def unregister_layer(name: str) -> LayerSpec:
     """Remove a registration (mainly for tests and notebooks); returns what was removed."""
     spec = get_spec(name)
-    del _REGISTRY[name]
+    del _REGISTRY[spec.name]
+    for alias in spec.aliases:
+        _ALIASES.pop(alias, None)
     for listener in list(_LISTENERS):
-        listener(None, name)
+        for candidate in spec.names:
+            listener(None, candidate)
     return spec
 
 
 def get_spec(name: str) -> LayerSpec:
-    """Return the registration for ``name``; the ``KeyError`` lists every registered name."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"no layer named {name!r} is registered; registered layers: {', '.join(list_layers())}"
-        ) from None
+    """Return the registration for ``name`` (a registered name or alias); the ``KeyError`` lists the valid names."""
+    spec = _REGISTRY.get(name) or _REGISTRY.get(_ALIASES.get(name, ""))
+    if spec is None:
+        raise KeyError(f"no layer named {name!r} is registered; registered layers: {_valid_names()}")
+    return spec
+
+
+def find_spec(name: str) -> LayerSpec | None:
+    """Like :func:`get_spec` but case-insensitive (``ema``, ``simam``, ``sa``); None when nothing or several match."""
+    exact = _REGISTRY.get(name) or _REGISTRY.get(_ALIASES.get(name, ""))
+    if exact is not None:
+        return exact
+    folded = name.casefold()
+    matches = {s.name for s in _REGISTRY.values() for n in s.names if n.casefold() == folded}
+    return _REGISTRY[matches.pop()] if len(matches) == 1 else None
+
+
+def _valid_names() -> str:
+    return ", ".join(
+        f"{s.name} (alias {', '.join(s.aliases)})" if s.aliases else s.name
+        for s in sorted(_REGISTRY.values(), key=lambda s: s.name)
+    )
 
 
 def get_layer(name: str) -> type[nn.Module]:
@@ -161,13 +202,11 @@ def add_listener(callback: Callable[[LayerSpec | None, str], None]) -> None:
 
 
 def _register_builtins() -> None:
-    from yolo_attn.layers import CBAM, ECA, EMA, SE, CoordAtt, ODConv
+    from yolo_attn.layers import BUILTIN_LAYERS
 
-    for layer in (SE, CBAM, ECA, EMA, CoordAtt):
+    for layer, kind, layer_aliases in BUILTIN_LAYERS:
         if layer.__name__ not in _REGISTRY:
-            register_layer(layer, kind="attention")
-    if "ODConv" not in _REGISTRY:
-        register_layer(ODConv, kind="conv")
+            register_layer(layer, kind=kind, aliases=layer_aliases)
 
 
 _register_builtins()

@@ -2,7 +2,7 @@
 
 ``yolo_attn_autoload.pth`` (installed into site-packages) imports this module when any Python starts. It imports
 neither torch nor Ultralytics: it only puts a tiny finder on ``sys.meta_path`` that waits for
-``ultralytics.nn.tasks`` to be imported and then calls :func:`yolo_attn.integration.register_ultralytics`.
+``ultralytics.nn.tasks`` to be imported and then calls :func:`yolo_attn.plugin.integration.register_ultralytics`.
 Set ``YOLO_ATTN_DISABLE=1`` to opt out.
 """
 
@@ -33,7 +33,7 @@ class _Loader:
     def exec_module(self, module):
         self._loader.exec_module(module)
         module.__loader__ = self._loader  # hide the wrapper from anything that inspects the module later
-        from yolo_attn.integration import _register_from_hook
+        from yolo_attn.plugin.integration import _register_from_hook
 
         _register_from_hook()
 
@@ -60,7 +60,7 @@ def install() -> None:
     if disabled():
         return
     if _TARGET in sys.modules:
-        from yolo_attn.integration import _register_from_hook
+        from yolo_attn.plugin.integration import _register_from_hook
 
         _register_from_hook()
         return

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolo_attn import registry
+from yolo_attn.plugin import registry
 
 __all__ = [
     "Alignment",
@@ -96,7 +96,20 @@ def _rows(yaml_dict: Mapping, what: str) -> list[_Row]:
 
 
 def _kind(module: str) -> str | None:
-    return registry.get_spec(module).kind if module in registry.list_layers() else None
+    try:
+        return registry.get_spec(module).kind
+    except (KeyError, TypeError):
+        return None
+
+
+def _stock_block(module: str) -> str:
+    """``C2f_EMA`` -> ``C2f`` (a block with attention inside keeps the stock block's parameter names); else as is."""
+    if not isinstance(module, str) or "_" not in module:
+        return module
+    from yolo_attn.plugin.blocks import split_block_name
+
+    parsed = split_block_name(module)
+    return parsed[0] if parsed else module
 
 
 def _conv_like(module: str) -> bool:
@@ -141,7 +154,8 @@ def align_layers(base_yaml: Mapping, variant_yaml: Mapping, *, removed: Iterable
     (preferring identical args) whose producers are the matched producers of the base row; variant rows skipped on
     the way are inserted rows. Inserted (variant) and removed (base) single-input rows are pass-through when
     producers are compared, so ``C2f -> EMA -> Conv`` still matches ``C2f -> Conv``. A ``Conv`` row that became a
-    conv-like plugin layer (or the reverse) with the same args is aligned as *replaced*.
+    conv-like plugin layer (or the reverse) with the same args is aligned as *replaced*. A stock block and its
+    attention variant (``C2f`` and ``C2f_EMA``) are the same row: the variant keeps every stock tensor name.
 
     Args:
         base_yaml: The baseline model dict (``model.yaml``, or a loaded YAML file).
@@ -199,7 +213,7 @@ def align_layers(base_yaml: Mapping, variant_yaml: Mapping, *, removed: Iterable
         chosen = None
         for exact_args in (True, False):
             for v in var[start:]:
-                same = v.module == b.module
+                same = v.module == b.module or _stock_block(v.module) == _stock_block(b.module)
                 swap = not same and _conv_like(v.module) and _conv_like(b.module) and v.args == b.args
                 if not (same or swap) or v.n != b.n or (exact_args and v.args != b.args):
                     continue
@@ -220,7 +234,7 @@ def align_layers(base_yaml: Mapping, variant_yaml: Mapping, *, removed: Iterable
             )
         extra.extend(range(start, chosen.index))
         to_var[b.index] = chosen.index
-        if chosen.module != b.module:
+        if _stock_block(chosen.module) != _stock_block(b.module):  # C2f -> C2f_EMA keeps every stock tensor name
             replaced[b.index] = chosen.index
         start = chosen.index + 1
     extra.extend(range(start, len(var)))
@@ -458,7 +472,7 @@ def make_initial_checkpoint(
     import ultralytics
     from ultralytics.nn.tasks import BaseModel, DetectionModel, load_checkpoint
 
-    from yolo_attn.integration import register_ultralytics
+    from yolo_attn.plugin.integration import register_ultralytics
 
     register_ultralytics()
     base_pt, out_pt = Path(base_pt), Path(out_pt)
