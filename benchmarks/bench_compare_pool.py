@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -28,17 +29,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sweep(folder: Path, name: str, data: Path, opts: argparse.Namespace, extra: list[str]) -> float:
+def sweep(folder: Path, name: str, data: Path, opts: argparse.Namespace, extra: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system of the whole process tree) of one ``yolo-attn compare`` sweep."""
     command = [sys.executable, "-m", "yolo_attn.cli", "compare", f"models={opts.models}", f"data={data}"]
     command += [f"epochs={opts.epochs}", f"imgsz={opts.imgsz}", f"seeds={opts.seeds}", "batch=4", "workers=0"]
     command += ["device=cpu", "bench=False", f"project={folder}", f"name={name}", *extra]
-    t0 = time.perf_counter()
     env = {**os.environ, "YOLO_OFFLINE": "1"}  # never reach the network (no font or asset downloads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # counts every waited-for descendant (the workers too)
+    t0 = time.perf_counter()
     run = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    return seconds
+    return seconds, cpu
 
 
 def losses(folder: Path) -> dict[str, dict[str, str]]:
@@ -78,6 +83,7 @@ def main() -> None:
     print(f"sweep: {opts.models} x seeds {opts.seeds} = {runs} runs, {opts.epochs} epoch(s) at imgsz {opts.imgsz}")
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share these cores)\n")
     times: dict[str, list[float]] = {k: [] for k in variants}
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
     reference = None
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         work = Path(tmp)
@@ -89,21 +95,30 @@ def main() -> None:
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for name in order:
                 label = f"r{r}-{name.replace('=', '')}"
-                seconds = sweep(work, label, data_dir / "coco8.yaml", opts, variants[name])
+                seconds, cpu = sweep(work, label, data_dir / "coco8.yaml", opts, variants[name])
                 times[name].append(seconds)
+                cpus[name].append(cpu)
                 got = losses(work / label)
                 reference = reference or got
                 same = "same losses as round 0's first" if got == reference else "LOSSES DIFFER"
-                print(f"round {r} {name:<12} {seconds:7.1f} s   ({same})", flush=True)
+                print(
+                    f"round {r} {name:<12} {seconds:7.1f} s wall, {cpu:6.1f} s CPU ({cpu / seconds:.2f} cores busy)"
+                    f"   ({same})",
+                    flush=True,
+                )
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     base = times["sequential"]
-    print(f"\n{'variant':<12} {'median s':>9} {'speed-up (paired median)':>26}  per-round ratios")
+    print(f"\n{'variant':<12} {'median s':>9} {'median CPU s':>13} {'speed-up (paired median)':>26}  per-round ratios")
     for name, values in times.items():
         ratios = [b / v for b, v in zip(base, values)]
         print(
-            f"{name:<12} {statistics.median(values):9.1f} {statistics.median(ratios):25.2f}x  "
-            + ", ".join(f"{x:.2f}" for x in ratios)
+            f"{name:<12} {statistics.median(values):9.1f} {statistics.median(cpus[name]):13.1f} "
+            f"{statistics.median(ratios):25.2f}x  " + ", ".join(f"{x:.2f}" for x in ratios)
         )
+    print(
+        "\n(cores busy = CPU s / wall s of the sweep's own processes; with other jobs on the machine the pool cannot "
+        "get more cores than are free, and the speed-up shrinks to what the free cores allow)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,16 +18,25 @@ Printed per run and pooled over the runs: the overhead over yolov8s as the media
 time with a bootstrap 95% interval, the same for process CPU time (isolated mode; less sensitive to other load on the
 machine than wall time), and minor page faults per forward.
 
+Page faults are the catch: with glibc's default malloc, freed activations at the top of the heap go back to the
+kernel and are faulted in again on the next forward, and how much depends on the process's heap layout -- measured
+here, one yolov8s process faults 6,000 to 26,000 pages per forward, a per-process random effect of up to ~10% of the
+latency, larger than EMA's cost. So pool over many runs (fresh processes each), and/or pass ``--malloc keep``
+(workers get ``MALLOC_TRIM_THRESHOLD_``/``MALLOC_MMAP_THRESHOLD_`` that keep freed memory in the process, as jemalloc
+or tcmalloc do): then no model faults after warm-up and the ratios measure the layers' compute.
+
 Usage: python benchmarks/bench_ema_e2e.py [--batch 1 8] [--runs 3] [--repeats 60] [--imgsz 640] [--threads 2]
-       [--mode isolated|in-process]
+       [--mode isolated|in-process] [--malloc default|keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +46,27 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["yolov8s", "yolov8s-ema (yolo-attn)", "yolov8s-ema (official code)"]
+#: glibc settings under which freed memory stays in the process (no trimming, no mmap for large blocks).
+KEEP_MALLOC = {
+    "MALLOC_TRIM_THRESHOLD_": str(2**40),
+    "MALLOC_MMAP_THRESHOLD_": str(2**30),
+    "MALLOC_TOP_PAD_": str(2**26),
+}
+
+
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]):
+    """Environment for child processes started inside the block (glibc reads MALLOC_* at start-up)."""
+    old = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def register_official_ema() -> type:
@@ -104,12 +134,13 @@ def run_isolated(specs: list[str], opts: argparse.Namespace, batch: int) -> dict
 
     ctx = mp.get_context("spawn")
     procs, conns = [], []
-    for spec in specs:
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(spec, opts.imgsz, batch, opts.threads, child), daemon=True)
-        p.start()
-        procs.append(p)
-        conns.append(parent)
+    with _environ(KEEP_MALLOC if opts.malloc == "keep" else {}):
+        for spec in specs:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(spec, opts.imgsz, batch, opts.threads, child), daemon=True)
+            p.start()
+            procs.append(p)
+            conns.append(parent)
     try:
         for c in conns:
             if c.recv() != "ready":
@@ -163,6 +194,9 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mode", choices=["isolated", "in-process"], default="isolated")
+    parser.add_argument(
+        "--malloc", choices=["default", "keep"], default="default", help="isolated mode: glibc settings"
+    )
     parser.add_argument("--device", default="cpu", help="in-process mode only")
     parser.add_argument("--half", action="store_true", help="in-process mode only (CUDA)")
     parser.add_argument("--save", default=str(REPO / "runs" / "bench" / "bench_ema_e2e.json"))
@@ -171,14 +205,15 @@ def main() -> None:
     import torch
 
     report: dict[str, Any] = {"settings": vars(opts), "torch": torch.__version__, "batches": {}}
-    print(f"bench_ema_e2e: mode {opts.mode}, imgsz {opts.imgsz}, threads {opts.threads}, torch {torch.__version__}")
+    print(f"bench_ema_e2e: mode {opts.mode}, malloc {opts.malloc}, imgsz {opts.imgsz}, threads {opts.threads}, "
+          f"torch {torch.__version__}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         specs = ["yolov8s.yaml", "yolov8s-ema.yaml", str(official_yaml(Path(tmp)))]
         for batch in opts.batch:
             pooled: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in NAMES[1:]}
             runs = []
             for run in range(opts.runs):
-                load = list(__import__("os").getloadavg())
+                load = list(os.getloadavg())
                 samples = (run_isolated if opts.mode == "isolated" else run_in_process)(specs, opts, batch)
                 base = samples[NAMES[0]]
                 row: dict[str, Any] = {"loadavg_start": load, "p50_ms": {}, "faults_p50": {}, "wall": {}, "cpu": {}}
@@ -202,9 +237,9 @@ def main() -> None:
                         c = row["cpu"][n]
                         text += f" cpu {_pct(c['paired_median'])} [{_pct(c['ci95'][0])}, {_pct(c['ci95'][1])}]"
                     cells.append(text + f" faults {row['faults_p50'][n]:.0f}")
-                print(f"batch {batch} run {run + 1}/{opts.runs} (load {load[0]:.1f}): yolov8s p50 "
-                      f"{row['p50_ms'][NAMES[0]]:.1f} ms faults {row['faults_p50'][NAMES[0]]:.0f} | " + " | ".join(cells),
-                      flush=True)  # fmt: skip
+                head = f"batch {batch} run {run + 1}/{opts.runs} (load {load[0]:.1f}): yolov8s p50 "
+                head += f"{row['p50_ms'][NAMES[0]]:.1f} ms faults {row['faults_p50'][NAMES[0]]:.0f} | "
+                print(head + " | ".join(cells), flush=True)
             summary = {n: {k: _summary(v) for k, v in d.items() if v} for n, d in pooled.items()}
             report["batches"][str(batch)] = {"runs": runs, "pooled": summary}
             cells = []

@@ -164,8 +164,22 @@ def test_failure_raises_with_model_name() -> None:
 
 
 def test_zero_macs_for_model_with_parameters_raises() -> None:
+    class SkipsItsConv(nn.Module):  # holds a conv whose work the count must contain, but never reaches it
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
     with pytest.raises(FlopCountError, match="0 conv/matmul MACs"):
-        count_flops(nn.Sequential(nn.BatchNorm2d(3)), 8, channels=3, name="bn-only")
+        count_flops(SkipsItsConv(), 8, channels=3, name="skips-its-conv")
+
+
+def test_elementwise_only_layer_with_parameters_counts_zero_macs() -> None:
+    """Shuffle Attention / NAM style: parameters that only scale or normalise -- 0 MACs is the right count."""
+    report = count_flops(nn.Sequential(nn.BatchNorm2d(3)), 8, channels=3, name="bn-only")
+    assert report.macs == 0 and report.elementwise_ops == 2 * 3 * 64
 
 
 # ------------------------------------------------------------------------------------------- Ultralytics reference

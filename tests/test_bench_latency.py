@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -225,7 +226,10 @@ def test_benchmark_json_schema(tmp_path) -> None:
     assert set(m0["latency"]) == {"batch", "throughput", "peak_memory_mb", "nms_applicable"}
     assert set(m0["latency"]["batch"]) == {
         "batch", "forward", "forward_nms", "nms", "fps", "samples_ms", "samples_nms_ms", "rounds_first",
+        "minor_faults_p50",
     }  # fmt: skip
+    if sys.platform.startswith("linux"):  # getrusage reports minor faults: a count per timed forward, never negative
+        assert m0["latency"]["batch"]["minor_faults_p50"] >= 0
     assert set(m0["latency"]["batch"]["forward"]) == {
         "n", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "max_ms", "ms_per_img", "img_per_s",
     }  # fmt: skip
@@ -346,3 +350,18 @@ def test_ema_scratch_is_not_state() -> None:
         assert "buffers" not in clone._workspace._local.__dict__
         with torch.inference_mode():
             _close(clone(x), official(x))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="getrusage minor faults (Linux)")
+def test_minor_page_faults_per_forward_are_counted() -> None:
+    import mmap
+
+    def touches_fresh_pages(_: torch.Tensor) -> None:
+        m = mmap.mmap(-1, 4 * 2**20)  # 1024 fresh 4 KiB pages, each written once
+        for offset in range(0, len(m), 4096):
+            m[offset] = 1
+        m.close()
+
+    res = measure_interleaved([touches_fresh_pages, lambda x: None], torch.zeros(1), LatencySettings(1, 3, nms=False))
+    assert res[0]["minor_faults_p50"] >= 1000
+    assert res[1]["minor_faults_p50"] < 100

@@ -166,13 +166,14 @@ def test_epoch_time_column_comes_from_the_runs_results_csv(tmp_path, coco8_copy,
 
     folder = tmp_path / "cmp"
     fallback = {"train": {"ultralytics_last_epoch": {"time": "30"}, "epochs_logged": 3}}
-    runs = {"yolov8n-seed0": results_csv, "yolov8n-seed1": resumed, "yolov8n-seed2": None}
-    _write_run_folder(folder, runs, {"yolov8n-seed2": fallback})
+    worker_times = {"train": {"epoch_seconds": [4.0, 6.0], "resumed": True, "ultralytics_last_epoch": {"time": "9"}}}
+    runs = {"yolov8n-seed0": results_csv, "yolov8n-seed1": resumed, "yolov8n-seed2": None, "yolov8n-seed3": None}
+    _write_run_folder(folder, runs, {"yolov8n-seed2": fallback, "yolov8n-seed3": worker_times})
     summary = summarize(folder)
     epoch = summary["rows"][0]["epoch_time_s"]
-    # per run: mean epoch duration; seed 2 has no CSV left and falls back to the worker's record of its last row
-    assert epoch["values"] == pytest.approx([times[1] / 2, (10 + 11 + 5 + 11) / 4, 30 / 3])
-    assert epoch["n"] == 3 and epoch["mean"] == pytest.approx(sum(epoch["values"]) / 3)
+    # per run: mean epoch duration; seeds 2 and 3 have no CSV left: the worker's epoch times, else its CSV last row
+    assert epoch["values"] == pytest.approx([times[1] / 2, (10 + 11 + 5 + 11) / 4, 30 / 3, (4 + 6) / 2])
+    assert epoch["n"] == 4 and epoch["mean"] == pytest.approx(sum(epoch["values"]) / 4)
     table = to_markdown(summary)
     assert " epoch time (s) |" in table.splitlines()[0] and " GFLOPs (executed) |" in table.splitlines()[0]
     assert f"{epoch['mean']:.1f} ± {epoch['std']:.1f}" in table

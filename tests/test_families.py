@@ -319,8 +319,11 @@ def _run_rows(model: nn.Module, layer_cls: type) -> tuple[dict[int, tuple], list
         if isinstance(m, layer_cls):
             hooks.append(m.register_forward_hook(lambda mod, i, o: seen.append((i[0].shape[1], o.shape[1]))))
     model.eval()
+    # Non-square catches H/W mix-ups in the layers. RT-DETR's decoder picks its 300 queries among the anchors, which
+    # Ultralytics 8.4.0 requires to number at least 300 (84 at 64x128): give it a larger map there.
+    size = (IMGSZ * 2, IMGSZ * 3) if type(model.model[-1]).__name__ == "RTDETRDecoder" else (IMGSZ, IMGSZ + 64)
     with torch.no_grad():
-        model(torch.zeros(1, 3, IMGSZ, IMGSZ + 64))  # non-square: catches H/W mix-ups in the layers
+        model(torch.zeros(1, 3, *size))
     for h in hooks:
         h.remove()
     return shapes, seen
@@ -546,7 +549,25 @@ def test_yolo_cli_trains_validates_and_exports_yolo26n_ema(tmp_path, coco8_copy)
         with torch.no_grad():
             ref = _first_tensor(reference(torch.from_numpy(x))).numpy()
         assert onnx_out.shape == ref.shape
-        np.testing.assert_allclose(onnx_out, ref, atol=1e-3, rtol=0)
+        for got, want in zip(onnx_out, ref):  # per image: YOLO26's top-k rows (x1, y1, x2, y2, score, class)
+            _assert_same_detections(got, want)
+
+
+def _assert_same_detections(got: np.ndarray, want: np.ndarray) -> None:
+    """The same top-k detections, whatever the order of equal scores.
+
+    YOLO26's end-to-end head returns its top-k detections sorted by score. At random init many scores are equal to
+    ~1e-8, and onnxruntime may order (and, at the k-th place, choose) such ties differently. So: the sorted scores
+    must agree, and every row whose score stands apart from all others (by more than 1e-6) must be found, whole, in
+    the other output.
+    """
+    np.testing.assert_allclose(np.sort(got[:, 4]), np.sort(want[:, 4]), atol=1e-6, rtol=0)
+    scores = want[:, 4]
+    gaps = np.abs(scores[:, None] - scores[None, :]) + np.eye(len(scores))
+    distinct = np.flatnonzero(gaps.min(1) > 1e-6)
+    for i in distinct:
+        j = int(np.argmin(np.abs(got[:, 4] - scores[i])))
+        np.testing.assert_allclose(got[j], want[i], atol=1e-3, rtol=0)
 
 
 def test_layers_command_lists_families_placements_and_layers(capsys):

@@ -11,6 +11,7 @@ non-square inputs and several channel counts. Tolerance as in ``test_layers.py``
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import pickle
 import sys
@@ -118,7 +119,8 @@ CASES = {
     "SimAM-64-lambda0.1": (lambda: SimAM(64, 0.1), lambda: ref.RefSimAM(64, 0.1), 64, 3, (9, 5)),
     "SimAM-128-1xW": (lambda: SimAM(128), lambda: ref.RefSimAM(128), 128, 2, (1, 7)),
     "SA-64-g32": (lambda: ShuffleAttention(64, 32), lambda: ref.RefShuffleAttention(64, 32), 64, 2, SHAPE_HW),
-    "SA-256-g64": (lambda: ShuffleAttention(256), lambda: ref.RefShuffleAttention(256), 256, 2, (9, 5)),
+    "SA-256-g64": (lambda: ShuffleAttention(256), lambda: ref.RefShuffleAttention(256), 256, 2, (17, 19)),
+    "SA-128-g64-small-map": (lambda: ShuffleAttention(128), lambda: ref.RefShuffleAttention(128), 128, 2, (9, 5)),
     "SA-96-g4": (lambda: ShuffleAttention(96, 4), lambda: ref.RefShuffleAttention(96, 4), 96, 3, SHAPE_HW),
     "SA-96-g3-odd": (lambda: ShuffleAttention(96, 3), lambda: ref.RefShuffleAttention(96, 3), 96, 2, SHAPE_HW),
     "SA-16-g8": (lambda: ShuffleAttention(16, 8), lambda: ref.RefShuffleAttention(16, 8), 16, 2, (2, 3)),
@@ -158,6 +160,24 @@ def test_matches_reference_without_grad(case: str) -> None:
             assert_close(fast(x), reference(x), f"{case} no-grad output (train={train})")
     for (name, a), (_, b_) in zip(fast.named_buffers(), reference.named_buffers()):
         assert_close(a.float(), b_.float(), f"buffer {name}")
+
+
+@pytest.mark.parametrize("hw", [(5, 5), (13, 21)])
+@pytest.mark.parametrize("fast_min_hw", [0, 10**9], ids=["fast-path", "official-order"])
+def test_sa_both_paths_match_reference(monkeypatch, fast_min_hw: int, hw: tuple[int, int]) -> None:
+    """ShuffleAttention runs the official op sequence on small maps and the fast path on large ones: force each."""
+    from yolo_attn.layers import shuffle_attn
+
+    monkeypatch.setattr(shuffle_attn, "_FAST_MIN_HW", fast_min_hw)
+    for groups in (8, 4):
+        fast, reference = paired(
+            lambda g=groups: ShuffleAttention(64, g), lambda g=groups: ref.RefShuffleAttention(64, g), seed=41
+        )
+        x = make_input(2, 64, hw)
+        grad_fn = type(fast(x.clone().requires_grad_(True)).grad_fn).__name__
+        assert ("SAFunction" in grad_fn) == (fast_min_hw == 0), grad_fn  # the path under test really ran
+        for train in (False, True):
+            compare(reference, fast, x, train)
 
 
 def test_simam_one_by_one_map_is_finite_where_official_is_nan() -> None:
@@ -495,6 +515,11 @@ def _build(text: str, scale: str):
     return DetectionModel(cfg, verbose=False)
 
 
+@functools.cache
+def _base_params(family: str, scale: str) -> int:
+    return sum(p.numel() for p in _build(BASES[family].read_text(), scale).parameters())
+
+
 @pytest.mark.parametrize("scale", ["n", "s"])
 @pytest.mark.parametrize("family", list(BASES))
 @pytest.mark.parametrize("layer", list(LAYER_PARAMS))
@@ -505,7 +530,6 @@ def test_model_with_layer_after_neck_outputs(layer: str, family: str, scale: str
     outputs = _detect_inputs(base_text)
     assert outputs == ([15, 18, 21] if family == "yolov8" else [16, 19, 22])
     variant = _build(insert_layer(base_text, layer, [], after=outputs), scale)
-    base = _build(base_text, scale)
     cls = {"SA": "ShuffleAttention"}.get(layer, layer)
     added = [m for m in variant.model if type(m).__name__ == cls]
     assert len(added) == 3
@@ -526,8 +550,7 @@ def test_model_with_layer_after_neck_outputs(layer: str, family: str, scale: str
     # Detect reads the attention rows.
     assert variant.model[-1].f == [m.i for m in added]
     n_params = sum(p.numel() for p in variant.parameters())
-    n_base = sum(p.numel() for p in base.parameters())
-    assert n_params == n_base + sum(LAYER_PARAMS[layer](c) for c in NECK_CHANNELS[scale])
+    assert n_params == _base_params(family, scale) + sum(LAYER_PARAMS[layer](c) for c in NECK_CHANNELS[scale])
     assert isinstance(out, (tuple, list, dict, torch.Tensor))
 
 

@@ -49,6 +49,7 @@ def run_folder(tmp_path_factory, coco8_copy) -> Path:
         project=str(project),
         bench_repeats=3,
         verbose=False,
+        cam=[str(p) for p in IMAGES],  # figures and report.html at the end of the run
         batch=4,
         workers=0,
         device="cpu",
@@ -56,8 +57,18 @@ def run_folder(tmp_path_factory, coco8_copy) -> Path:
     )
 
 
+def test_compare_with_cam_writes_the_grids_and_the_report(run_folder):
+    for kind in ("cam", "attn"):
+        assert sorted(p.name for p in (run_folder / "figures" / kind).glob("*.png")) == [
+            f"{p.stem}.png" for p in IMAGES
+        ]
+    page = (run_folder / "report.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 3 + 2 * len(IMAGES)
+
+
 @pytest.fixture(scope="module")
 def figures(run_folder) -> dict:
+    """The figures compare rendered (a second call finds them up to date and renders nothing)."""
     from yolo_attn.visualize import render_compare_figures
 
     return render_compare_figures(run_folder, IMAGES, seed=0, verbose=False)
@@ -72,7 +83,7 @@ def test_figures_use_each_models_trained_weights(run_folder, figures):
         assert weights is not None and weights.parent == run_folder / "runs" / f"{label}-seed0" / "weights"
     expected = [run_folder / "figures" / kind / f"{p.stem}.png" for kind in ("cam", "attn") for p in IMAGES]
     assert sorted(figures["cam"] + figures["attn"]) == sorted(expected)
-    assert sorted(figures["rendered"]) == sorted(expected) and figures["skipped"] == []
+    assert figures["rendered"] == [] and sorted(figures["skipped"]) == sorted(expected)  # compare made them
     for path in expected:
         with Image.open(path) as im:
             assert np.asarray(im.convert("L")).std() > 5

@@ -212,17 +212,10 @@ def test_yaml_row_with_positional_option(single_torch_thread) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs yolo_attn.plugin.layer_args.to_positional to pass keywords on as a trailing mapping when the layer "
-    "takes **kwargs (requested in the issue-9 report); strict: remove this marker once that lands",
-)
 def test_yaml_row_with_keyword_mapping(single_torch_thread) -> None:
     from yolo_attn.variants.edit import insert_layer
 
-    text = insert_layer(YOLOV8, "TimmAttn", ["se"], after=NECK).replace(
-        "TimmAttn, [se]", "TimmAttn, [se, {rd_ratio: 0.25}]"
-    )
+    text = insert_layer(YOLOV8, "TimmAttn", ["se", {"rd_ratio": 0.25}], after=NECK)
     assert text.count("- [-1, 1, TimmAttn, [se, {rd_ratio: 0.25}]]") == 3
     model = _build(text)
     rows = [m for m in model.model if type(m).__name__ == "TimmAttn"]
@@ -317,3 +310,26 @@ def test_dynamic_onnx_two_shapes(name: str) -> None:
         got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
         assert got.shape == expected.shape
         assert (got - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item()), name
+
+
+def test_checkpoint_loads_under_restricted_loading(tmp_path, single_torch_thread) -> None:
+    """ULTRALYTICS_SAFE_LOAD=1: the allow-list then includes timm's layer classes that TimmAttn pickles."""
+    import subprocess
+
+    from conftest import subprocess_env
+
+    from yolo_attn.variants.edit import insert_layer
+
+    model = _build(insert_layer(YOLOV8, "TimmAttn", ["gc"], after=NECK))
+    path = tmp_path / "timm.pt"
+    torch.save({"model": model, "train_args": {}}, path)
+    code = (
+        "from ultralytics.nn.tasks import load_checkpoint\n"
+        f"m, _ = load_checkpoint({str(path)!r})\n"
+        "print('LOADED', sum(type(x).__name__ == 'TimmAttn' for x in m.model))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(ULTRALYTICS_SAFE_LOAD="1")
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "LOADED 3"

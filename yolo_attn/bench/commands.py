@@ -295,6 +295,7 @@ def _latency_block(res: dict[str, Any], batch: int) -> dict[str, Any]:
         "samples_ms": [t * 1e3 for t in res["forward_s"]],
         "samples_nms_ms": [t * 1e3 for t in res["nms_s"]] if res["nms_s"] else None,
         "rounds_first": res["order_first"],
+        "minor_faults_p50": res.get("minor_faults_p50"),
     }
     return block
 
@@ -450,7 +451,7 @@ def benchmark_models(
             input_desc = _run_latency(entries, built, dev, half, hw, input, batch_settings, tp_settings,
                                       conf, iou, max_det)  # fmt: skip
             runtime_info = _run_runtimes(entries, built, runtimes, dev, hw, input, batch_settings, runtime_repeats,
-                                         export_dir, verbose)  # fmt: skip
+                                         export_dir)  # fmt: skip
         if train:
             _run_train(entries, specs, dev, hw, train_batch, train_warmup, train_repeats, half, train_memory)
         _add_ratios(entries)
@@ -592,9 +593,10 @@ def _run_runtimes(
     batch_settings: LatencySettings,
     runtime_repeats: int | None,
     export_dir: str | Path | None,
-    verbose: bool,
 ) -> dict[str, Any]:
-    """PyTorch's figures (already measured) plus every exported runtime, per model, into ``entry["runtimes"]``."""
+    """PyTorch's figures (already measured) plus every exported runtime, per model, into ``entry["runtimes"]``.
+
+    Ultralytics' export log (dozens of lines per model) is silenced: the bench's own tables say what was run."""
     for e in entries:
         b = e["latency"]["batch"]
         e["runtimes"] = {"torch": {"status": "ok", "forward": b["forward"], "samples_ms": b["samples_ms"],
@@ -606,7 +608,7 @@ def _run_runtimes(
                                nms=False)  # fmt: skip
     reference = [copy.deepcopy(m).float() for m in built]  # runtimes are checked against fp32 PyTorch
     res = measure_runtimes(reference, [e["name"] for e in entries], runtimes, x.to(dev), dev, settings,
-                           torch.get_num_threads(), export_dir=export_dir, verbose=verbose)  # fmt: skip
+                           torch.get_num_threads(), export_dir=export_dir, verbose=False)  # fmt: skip
     info: dict[str, Any] = {}
     for rt, block in res.items():
         info[rt] = {k: v for k, v in block.items() if k != "models"}
@@ -702,8 +704,18 @@ def _global_notes(
             "NMS time depends on how many boxes pass the confidence threshold: randomly initialised YAML models "
             "produce almost none, so their NMS figures are a lower bound."
         )
-    if dev.type == "cpu":
+    if dev.type == "cpu" and latency:
         notes.append(f"CPU timings use {torch.get_num_threads()} torch threads; other load on the machine adds noise.")
+    faults = {e["name"]: ((e.get("latency") or {}).get("batch") or {}).get("minor_faults_p50") for e in entries}
+    known = {k: v for k, v in faults.items() if v is not None}
+    if dev.type == "cpu" and len(known) > 1 and max(known.values()) - min(known.values()) > 1000:
+        notes.append(
+            "minor page faults per forward differ between the models ("
+            + ", ".join(f"{k}: {v:.0f}" for k, v in known.items())
+            + "): freed activations re-faulted from the kernel cost ~1-3 us per 4 KiB page and depend on the heap "
+            "layout of the process, so part of a latency difference here may be an allocator effect (an allocator "
+            "that keeps freed memory, e.g. jemalloc, removes it)"
+        )
     cpus = os.cpu_count() or 1
     # Only the load before the run says something about other processes: during it this process adds its own.
     if latency and load_start and load_start[0] > 0.5 * cpus:

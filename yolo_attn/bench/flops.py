@@ -908,8 +908,9 @@ def count_flops(
         A :class:`FlopReport`.
 
     Raises:
-        FlopCountError: The forward pass failed, it counted 0 MACs for a model that has parameters, or a declared
-            official formulation failed or does not compute its module's output.
+        FlopCountError: The forward pass failed, it counted 0 MACs for a model that has convolutions or linear
+            layers (or counted nothing at all in a model with parameters), or a declared official formulation failed
+            or does not compute its module's output.
 
     Example:
         >>> from ultralytics.nn.tasks import DetectionModel
@@ -944,10 +945,13 @@ def count_flops(
         counter.calls.clear()
         model.train(was_training)
     params = sum(q.numel() for q in model.parameters())
-    if counter.macs == 0 and params:
+    # 0 MACs is legitimate for a layer whose parameters only scale or normalise (Shuffle Attention, NAM), but not
+    # for a model that holds convolutions or linear layers, nor when nothing at all was counted.
+    has_matmul_modules = any(isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) for m in model.modules())
+    if counter.macs == 0 and params and (has_matmul_modules or counter.elementwise == 0):
         raise FlopCountError(
             f"counting FLOPs of {name} at input {list(x.shape)} found 0 conv/matmul MACs in a model with {params:,} "
-            "parameters; refusing to report 0"
+            "parameters and convolution/linear layers; refusing to report 0"
         )
     counts = _Counts(counter.module_counts, official_counts)
     total_macs, total_elem = counter.macs, counter.elementwise

@@ -17,6 +17,9 @@ Protocol (MMDetection's ``InferenceBenchmark``, plus interleaving):
   Throughput = batch / median time of a batch iteration.
 * Ratios against the first model: ratio of medians, plus the median of per-round paired ratios (each round times all
   models back to back) with a bootstrap 95% interval (fixed seed, so reproducible).
+* Minor page faults per timed forward are recorded where the OS reports them (``getrusage``): on CPU, freed
+  activations handed back to the kernel are faulted in again on the next forward, and how many depends on the
+  process's heap -- an allocator effect that can be larger than a layer's cost (see ``benchmarks/bench_ema_e2e.py``).
 """
 
 from __future__ import annotations
@@ -94,6 +97,14 @@ def summarize(seconds: Sequence[float], batch: int = 1) -> dict[str, float]:
         "ms_per_img": p50 / batch,
         "img_per_s": 1e3 * batch / p50 if p50 > 0 else float("inf"),
     }
+
+
+def _minor_faults() -> Callable[[], int] | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def rotated_order(n_models: int, round_index: int) -> list[int]:
@@ -217,7 +228,8 @@ def measure_interleaved(
 
     Returns:
         Per model: ``{"forward_s": [...], "nms_s": [...] | None, "forward": summary, "forward_nms": summary | None,
-        "nms": summary | None, "order_first": count of rounds the model ran first}``.
+        "nms": summary | None, "order_first": count of rounds the model ran first, "minor_faults_p50": median minor
+        page faults per timed forward (None where the OS does not report them)}``.
     """
     n = len(models)
     if n == 0:
@@ -230,14 +242,19 @@ def measure_interleaved(
         raise ValueError(f"{len(nms_fns)} NMS functions for {n} models")
     fwd: list[list[float]] = [[] for _ in range(n)]
     post: list[list[float]] = [[] for _ in range(n)]
+    faults: list[list[int]] = [[] for _ in range(n)]
     first = [0] * n
+    read_faults = _minor_faults()
+    last_faults = [0]
 
     def step(i: int) -> tuple[float, float | None]:
         sync()
+        f0 = read_faults() if read_faults else 0
         t0 = clock()
         pred = models[i](xs[i])
         sync()
         t1 = clock()
+        last_faults[0] = (read_faults() - f0) if read_faults else 0
         if nms_fns[i] is None:
             return t1 - t0, None
         nms_fns[i](pred)
@@ -258,6 +275,7 @@ def measure_interleaved(
                 for i in order:
                     t_fwd, t_nms = step(i)
                     fwd[i].append(t_fwd)
+                    faults[i].append(last_faults[0])
                     if t_nms is not None:
                         post[i].append(t_nms)
     finally:
@@ -275,6 +293,7 @@ def measure_interleaved(
                 "forward_nms": summarize(with_nms, settings.batch) if with_nms else None,
                 "nms": summarize(post[i], settings.batch) if post[i] else None,
                 "order_first": first[i],
+                "minor_faults_p50": statistics.median(faults[i]) if read_faults else None,
             }
         )
     return results

@@ -23,7 +23,8 @@ def compare_command(**kwargs: Any) -> Path:
 
     Keys of :func:`yolo_attn.compare.compare` (models, data, epochs, imgsz, seeds, baseline, pretrained, protocol,
     split, name, project, bench, bench_imgsz, bench_device, bench_repeats, verbose; where runs execute: jobs,
-    executor, threads, gpus_per_run, cpus_per_run, ray_address, ray_num_cpus, ray_storage, max_retries); every other
+    executor, threads, gpus_per_run, cpus_per_run, ray_address, ray_num_cpus, ray_storage, max_retries; figures:
+    cam, cam_seed, report); every other
     key is passed to Ultralytics' trainer unchanged (batch, workers, device, lr0, ...), identically for all runs.
 
     Examples:

@@ -239,6 +239,9 @@ def compare(
     ray_num_cpus: int | None = None,
     ray_storage: str | None = None,
     max_retries: int = 3,
+    cam: str | Sequence[str] | None = None,
+    cam_seed: int = 0,
+    report: bool = True,
     **train_args: Any,
 ) -> Path:
     """Train, evaluate and benchmark every model x seed; write the run folder and the tables.
@@ -271,6 +274,10 @@ def compare(
         ray_num_cpus: CPUs of the local Ray (default: all cores).
         ray_storage: Folder on the Ray nodes where runs train and weights stay (default: this run folder's path).
         max_retries: Ray retries of a run whose worker process or node died.
+        cam: Image file, folder or list: render the CAM grid and gate maps of every model (the weights of seed
+            ``cam_seed``) into ``<run>/figures/``; up-to-date figures are not redone. Not a shared setting.
+        cam_seed: Which seed's trained weights the figures use.
+        report: Write ``<run>/report.html`` (table, Pareto plot, per-class AP, curves, figures, settings).
         **train_args: Any other Ultralytics train argument (batch, workers, device, lr0, ...), identical for all runs.
 
     Returns:
@@ -404,7 +411,17 @@ def compare(
         print()
         print(table)
         print(f"\n{PREFIX} tables and plots in {folder}")
-    post_process(folder, verbose)  # figures / report.html hook in here (POST_PROCESSORS)
+    if cam is not None:  # CAM grids and gate maps of every model (one seed's weights); up-to-date ones are skipped
+        from yolo_attn.visualize import render_compare_figures
+
+        render_compare_figures(folder, cam, seed=cam_seed, verbose=verbose)
+    if report:
+        from yolo_attn.visualize import write_report
+
+        page = write_report(folder)
+        if verbose:
+            print(f"{PREFIX} report: {page}")
+    post_process(folder, verbose)  # further steps of your own (POST_PROCESSORS)
     return folder
 
 

@@ -190,8 +190,10 @@ def epoch_durations(results_csv: Path) -> list[float]:
 def run_epoch_time(folder: Path, record: dict[str, Any]) -> float | None:
     """Mean epoch wall time (s) of one finished run, from ``runs/<run>/results.csv``.
 
-    Falls back to the worker's record of the CSV's last row (``train.ultralytics_last_epoch.time`` over
-    ``train.epochs_logged``, valid for a run that was not resumed) when the CSV is gone. None when neither exists.
+    Falls back, when the CSV is gone, to the worker's own record: ``train.epoch_seconds`` (Ultralytics' per-epoch wall
+    times of the worker's process; their mean is an epoch time even after a resume), else the CSV's last row
+    (``train.ultralytics_last_epoch.time`` over ``train.epochs_logged``, valid for a run that was not resumed). None
+    when nothing usable exists.
     """
     run = record.get("run") or ""
     candidates = [folder / "runs" / run / "results.csv"] if run else []
@@ -202,6 +204,9 @@ def run_epoch_time(folder: Path, record: dict[str, Any]) -> float | None:
         if durations:
             return sum(durations) / len(durations)
     train = record.get("train") if isinstance(record.get("train"), dict) else {}
+    seconds = [v for v in (_float(t) for t in train.get("epoch_seconds") or []) if v is not None and v > 0]
+    if seconds:
+        return sum(seconds) / len(seconds)
     last = train.get("ultralytics_last_epoch") if isinstance(train.get("ultralytics_last_epoch"), dict) else {}
     total, epochs = _float(last.get("time")), train.get("epochs_logged")
     if total is not None and isinstance(epochs, int) and epochs > 0 and not train.get("resumed"):

@@ -278,6 +278,9 @@ def run_spec(spec: dict[str, Any], forward: Callable[[dict[str, Any]], None] | N
             import torch
 
             torch.set_num_threads(int(spec["threads"]))  # Ultralytics resets it on CPU; the callback pins it again
+            from yolo_attn.plugin.integration import pin_cpu_threads
+
+            pin_cpu_threads(int(spec["threads"]))  # and evaluation's select_device keeps it too
         started = time.time()
         record: dict[str, Any] = {
             "run": spec["run"],

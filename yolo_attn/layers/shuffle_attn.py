@@ -17,10 +17,11 @@ names are the official ones, so official state_dicts load with ``strict=True``.
 Both halves are a per-channel affine map of the normalised input inside a sigmoid: ``logit = A_c z + B_c`` with
 ``z`` the channel normalised over H x W; ``A_c = 0`` and ``B_c = cweight * mean + cbias`` on the channel half,
 ``A_c = sweight * gn.weight`` and ``B_c = sweight * gn.bias + sbias`` on the spatial half. For an even G this module
-reads x in the order the 2-way shuffle writes it (a strided view, :func:`_matched`), scales the channel half by its
+writes the output through a strided view in x's group order (:func:`_shuffled_grouped`), scales the channel half by its
 per-channel gate, evaluates the per-element sigmoid only on the spatial half, and writes the output once (no
-concatenation, no shuffle copy), with a hand-written backward (:class:`_SAFunction`). An odd G (no such view) and
-export use plain ops: one GroupNorm for z, the gate, the official shuffle.
+concatenation, no shuffle copy), with a hand-written backward (:class:`_SAFunction`). An odd G (no such view),
+small maps (below ``_FAST_MIN_HW`` = 256 elements, where per-op overhead dominates) and export run the official op
+sequence.
 
 The official default ``groups=64`` needs C divisible by 128 (``C % (2 * groups) == 0``; otherwise the official
 parameters do not match the halves or GroupNorm gets 0 channels). YOLO n/s models have 64-channel rows and 16-channel
@@ -39,6 +40,11 @@ from yolo_attn.layers._gate import GateTap
 from yolo_attn.layers.se import _check_channels
 
 __all__ = ["ShuffleAttention", "channel_shuffle"]
+
+#: Smallest H*W for the fast path. Below it (10 x 10 maps, P5 at imgsz 320) the fast path's extra small ops cost more
+#: than the full-size passes it saves (measured 0.85-0.95x of the official code at 5x5 and 10x10 on a 2-core CPU,
+#: >= 1.05x from 20x20 up), so the official op sequence runs there.
+_FAST_MIN_HW = 256
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -79,15 +85,24 @@ def _coefficients(
     return a, bias
 
 
-def _matched(t: torch.Tensor, groups: int) -> torch.Tensor:
-    """(B, C, HW) in input order as (B, G/2, 2, C/2G, 2, HW) = (b, g', half, r, k, hw), matching the output's layout.
+def _grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, C, H, W) in input order as (B, 2, G/2, C/G, H, W) = (b, k, g', m, h, w): a plain view.
 
-    Input channel ``p = k C/2 + g' 2 C/2G + half C/2G + r`` (group ``g = k G/2 + g'``) lands at output channel
-    ``2 i + k`` with ``i = p mod C/2`` after the 2-way shuffle, which is element (b, g', half, r, k) of the output
-    viewed as ``(B, G/2, 2, C/2G, 2, HW)``. Needs G even.
+    Group ``g = k G/2 + g'`` holds channels ``g C/G + m``; ``m < C/2G`` is its channel half, the rest its spatial half.
+    Parameters shaped (1, C/2G, 1, 1) broadcast against either half as they are.
     """
-    b, c, hw = t.shape
-    return t.reshape(b, 2, groups // 2, 2, c // (2 * groups), hw).permute(0, 2, 3, 4, 1, 5)
+    b, c, h, w = t.shape
+    return t.view(b, 2, groups // 2, c // groups, h, w)
+
+
+def _shuffled_grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, C, H, W) in output order viewed like :func:`_grouped` (a strided view, needs G even).
+
+    The 2-way shuffle puts input channel ``k C/2 + i`` at output channel ``2 i + k``; with ``i = g' C/G + m`` that is
+    output element (b, g', m, k) of ``(B, G/2, C/G, 2, H, W)``, permuted here to (b, k, g', m).
+    """
+    b, c, h, w = t.shape
+    return t.view(b, groups // 2, c // groups, 2, h, w).permute(0, 3, 1, 2, 4, 5)
 
 
 class _SAFunction(torch.autograd.Function):
@@ -114,42 +129,41 @@ class _SAFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, d, s, m_c, sc, rstd, alpha, cweight, sweight, gn_weight, gn_bias = ctx.saved_tensors
-        b, c, h, w = x.shape
-        g, hw = ctx.groups, h * w
-        cg = c // (2 * g)
-        gm = grad.reshape(b, g // 2, 2, cg, 2, hw)
-        xm = _matched(x.reshape(b, c, hw), g)
+        g = ctx.groups
+        cg = x.shape[1] // (2 * g)
+        hw = x.shape[2] * x.shape[3]
+        go = _shuffled_grouped(grad, g)
+        xg = _grouped(x, g)
         dx = torch.empty_like(x)
-        dxm = _matched(dx.reshape(b, c, hw), g)
-        dims = (0, 1, 3)  # b, g', k: the axes the C/2G shared parameters are summed over
+        dxg = _grouped(dx, g)
+        dims = (0, 1, 2)  # b, k, g': the axes the C/2G shared parameters are summed over
         # channel half: out = x sc, sc = sigmoid(cw * mean + cb)
-        gc, xc = gm[:, :, 0], xm[:, :, 0]
+        gc, xc = go[:, :, :, :cg], xg[:, :, :, :cg]
         tmp = gc * xc
-        dlc = tmp.sum(-1).mul_(torch.addcmul(sc, sc, sc, value=-1))  # d logit = sum(g x) sc (1 - sc)
-        torch.addcmul((dlc * (cweight.reshape(cg, 1) / hw)).unsqueeze(-1), gc, sc.unsqueeze(-1), out=dxm[:, :, 0])
+        dlc = tmp.sum((-2, -1), keepdim=True).mul_(torch.addcmul(sc, sc, sc, value=-1))  # sum(g x) sc (1 - sc)
+        torch.addcmul(dlc * (cweight / hw), gc, sc, out=dxg[:, :, :, :cg])  # g sc + the mean's share
         d_cw, d_cb = (dlc * m_c).sum(dims), dlc.sum(dims)
         # spatial half: out = x s, s = sigmoid(alpha d + beta)
-        dxs = dxm[:, :, 1]
-        u = torch.mul(gm[:, :, 1], s, out=dxs)  # g s, the direct term, written where dx goes
-        dl = u * xm[:, :, 1]
+        dxs = dxg[:, :, :, cg:]
+        u = torch.mul(go[:, :, :, cg:], s, out=dxs)  # g s, the direct term, written where dx goes
+        dl = u * xg[:, :, :, cg:]
         dl.addcmul_(dl, s, value=-1)  # g x s (1 - s)
-        dbeta = dl.sum(-1)
-        dalpha = torch.mul(dl, d, out=tmp).sum(-1)
+        dbeta = dl.sum((-2, -1), keepdim=True)
+        dalpha = torch.mul(dl, d, out=tmp).sum((-2, -1), keepdim=True)
         c_d = (dalpha * alpha).mul_(rstd * rstd).mul_(-1.0 / hw)  # 2 dvar / HW
-        c_0 = (alpha * dbeta).mul_(-1.0 / hw)  # -alpha mean(dl): the mean's share
-        dxs.addcmul_(dl, alpha.unsqueeze(-1)).addcmul_(d, c_d.unsqueeze(-1)).add_(c_0.unsqueeze(-1))
+        dxs.addcmul_(dl, alpha).addcmul_(d, c_d).sub_((alpha * dbeta).mul_(1.0 / hw))  # last: -alpha mean(dl)
         # parameters (per C/2G position): alpha = sw gw rstd, beta = sw gb + sb
-        q, db = (dalpha * rstd).sum(dims), dbeta.sum(dims)
-        sw, gw, gb = sweight.reshape(cg), gn_weight, gn_bias
+        q, db = (dalpha * rstd).sum(dims), dbeta.sum(dims)  # (C/2G, 1, 1)
+        gw, gb = gn_weight.view(cg, 1, 1), gn_bias.view(cg, 1, 1)
         shape = cweight.shape
         return (
             dx,
-            d_cw.reshape(shape),
-            d_cb.reshape(shape),
-            (q * gw + db * gb).reshape(shape),
-            db.reshape(shape),
-            q * sw,
-            db * sw,
+            d_cw.view(shape),
+            d_cb.view(shape),
+            (q * gw + db * gb).view(shape),
+            db.view(shape),
+            (q * sweight.view(cg, 1, 1)).view(cg),
+            (db * sweight.view(cg, 1, 1)).view(cg),
             None,
             None,
         )
@@ -160,27 +174,24 @@ def _sa_forward(x, cweight, cbias, sweight, sbias, gn_weight, gn_bias, groups: i
 
     ``keep_gate=False`` (inference) writes the spatial gate into the output buffer instead of keeping it.
     """
-    b, c, h, w = x.shape
-    hw, cg = h * w, c // (2 * groups)
-    xm = _matched(x.reshape(b, c, hw), groups)
-    out = x.new_empty(b, c, h, w)
-    om = out.reshape(b, groups // 2, 2, cg, 2, hw)
-    cw, cb = cweight.reshape(cg, 1), cbias.reshape(cg, 1)
-    sw, sb = sweight.reshape(cg, 1), sbias.reshape(cg, 1)
-    gw, gb = gn_weight.reshape(cg, 1), gn_bias.reshape(cg, 1)
-    means = xm.mean(-1)  # (B, G/2, 2, C/2G, 2): both halves in one reduction
+    cg = x.shape[1] // (2 * groups)
+    hw = x.shape[2] * x.shape[3]
+    xg = _grouped(x, groups)
+    out = torch.empty_like(x)
+    og = _shuffled_grouped(out, groups)
+    gw, gb = gn_weight.view(cg, 1, 1), gn_bias.view(cg, 1, 1)
+    means = xg.mean((-2, -1), keepdim=True)  # (B, 2, G/2, C/G, 1, 1): both halves in one reduction
     # channel half: x * sigmoid(cweight * GAP + cbias)
-    m_c = means[:, :, 0]
-    sc = torch.addcmul(cb, cw, m_c).sigmoid_()
-    torch.mul(xm[:, :, 0], sc.unsqueeze(-1), out=om[:, :, 0])
+    m_c = means[:, :, :, :cg]
+    sc = torch.addcmul(cbias, cweight, m_c).sigmoid_()
+    torch.mul(xg[:, :, :, :cg], sc, out=og[:, :, :, :cg])
     # spatial half: GroupNorm(C/2G, C/2G) statistics, folded into one multiply-add before the sigmoid
-    xs = xm[:, :, 1]
-    d = xs - means[:, :, 1].unsqueeze(-1)
-    rstd = torch.linalg.vector_norm(d, dim=-1).square_().mul_(1.0 / hw).add_(eps).rsqrt_()
-    alpha = rstd * (sw * gw)
-    beta = torch.addcmul(sb, sw, gb)
-    os_ = om[:, :, 1]
-    s = torch.addcmul(beta.unsqueeze(-1), alpha.unsqueeze(-1), d, out=torch.empty_like(d) if keep_gate else os_)
+    xs = xg[:, :, :, cg:]
+    d = xs - means[:, :, :, cg:]
+    rstd = torch.linalg.vector_norm(d, dim=(-2, -1), keepdim=True).square_().mul_(1.0 / hw).add_(eps).rsqrt_()
+    alpha = rstd * (sweight * gw)
+    os_ = og[:, :, :, cg:]
+    s = torch.addcmul(torch.addcmul(sbias, sweight, gb), alpha, d, out=torch.empty_like(d) if keep_gate else os_)
     s.sigmoid_()
     torch.mul(s, xs, out=os_)
     return out, (d, s, m_c, sc, rstd, alpha)
@@ -252,27 +263,37 @@ class ShuffleAttention(nn.Module):
         return self._forward(x, self._params())
 
     def _forward(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        if self.channel_gate.observed or self.spatial_gate.observed:
+            return self._forward_gates(x, params)
         exporting = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        observed = self.channel_gate.observed or self.spatial_gate.observed
-        if exporting or observed:
-            return self._forward_ops(x, params, observed)
-        if self.groups % 2:  # odd G: no strided view matches the shuffle; the plain-ops formulation
-            return self._forward_ops(x, params, observed=False)
+        if exporting or self.groups % 2 or x.shape[2] * x.shape[3] < _FAST_MIN_HW:
+            # Export; odd G (no strided view matches the shuffle); small maps, where the fast path's extra small ops
+            # cost more than the full-size passes they save: the official op sequence.
+            return self._forward_official_order(x, params)
         x = x.contiguous()
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
             return _SAFunction.apply(x, *params, self.groups, self.gn.eps)
         with torch.no_grad():  # the same forward, nothing saved
             return _sa_forward(x, *params, self.groups, self.gn.eps, keep_gate=False)[0]
 
-    def _forward_ops(self, x: torch.Tensor, params: list[torch.Tensor], observed: bool) -> torch.Tensor:
-        """Plain differentiable ops (export, and whenever a gate is read): the gates in the input's channel order."""
-        c = self.c1  # a Python int, not a traced size: the exported GroupNorm needs a constant group count
+    def _forward_official_order(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        """The official op sequence: (B G, C/G, H, W) groups, GAP / GroupNorm halves, concatenation, shuffle."""
+        cweight, cbias, sweight, sbias, gn_weight, gn_bias = params
+        b, h, w = x.shape[0], x.shape[2], x.shape[3]
+        cg = self.c1 // (2 * self.groups)  # Python ints (not traced sizes): the exported graph needs constant groups
+        xg = x.reshape(b * self.groups, 2 * cg, h, w)
+        x0, x1 = xg[:, :cg], xg[:, cg:]
+        xn = x0 * torch.sigmoid(cweight * x0.mean((2, 3), keepdim=True) + cbias)
+        xs = x1 * torch.sigmoid(sweight * F.group_norm(x1, cg, gn_weight, gn_bias, self.gn.eps) + sbias)
+        return channel_shuffle(torch.cat((xn, xs), 1).reshape(b, self.c1, h, w), 2)
+
+    def _forward_gates(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        """Plain differentiable ops while a gate is read: both gates built in the input's channel order."""
+        c = self.c1
         g, cg = self.groups, c // (2 * self.groups)
         z = F.group_norm(x, c, eps=self.gn.eps)  # each channel over H x W, no affine
         a, bias = _coefficients(x.mean((2, 3)), g, *params)
         logits = a[:, :, None, None] * z + bias[:, :, None, None]
-        if not observed:
-            return channel_shuffle(x * torch.sigmoid(logits), 2)
         spatial = (torch.arange(c, device=x.device) // cg % 2 == 1)[None, :, None, None]  # spatial-half channels
         channel_gate = torch.where(spatial, 1.0, bias.sigmoid()[:, :, None, None])  # (B, C, 1, 1)
         spatial_gate = torch.where(spatial, torch.sigmoid(logits), 1.0)  # (B, C, H, W)

@@ -530,7 +530,7 @@ def _wrap_check_yaml(original):
         shipped = find_model_yaml(file) if file else None
         if shipped is not None:
             return str(shipped)
-        generated = _variant_yaml(file) if file else None
+        generated = _variant_yaml(file, strict=hard) if file else None
         if generated is not None:
             return str(generated)
         return original(file, suffix=suffix, hard=hard)
@@ -540,13 +540,23 @@ def _wrap_check_yaml(original):
     return check_yaml
 
 
-def _variant_yaml(file: str | os.PathLike) -> Path | None:
-    """``<family>-<layer>[-<where>].yaml`` names: the variant built from the installed Ultralytics' base YAML."""
+def _variant_yaml(file: str | os.PathLike, strict: bool = True) -> Path | None:
+    """``<family>-<layer>[-<where>].yaml`` names: the variant built from the installed Ultralytics' base YAML.
+
+    ``strict=False`` (Ultralytics' probing ``check_yaml(..., hard=False)``) never raises: ``yaml_model_load`` probes
+    the scale-stripped name first in some releases, and a user's own ``yolov8n-mine.yaml`` must still be found
+    after it. A bad variant name raises on the final, ``hard`` lookup.
+    """
     try:
-        from yolo_attn.variants.families import resolve_variant_yaml
+        from yolo_attn.variants.families import VariantNameError, resolve_variant_yaml
     except ImportError:
         return None
-    return resolve_variant_yaml(str(file))
+    try:
+        return resolve_variant_yaml(str(file))
+    except VariantNameError:
+        if strict:
+            raise
+        return None
 
 
 def _plugin_classes(pending: registry.LayerSpec | None = None) -> list[type]:
@@ -559,12 +569,32 @@ def _plugin_classes(pending: registry.LayerSpec | None = None) -> list[type]:
     classes |= set(blocks.part_classes())
     for spec in specs:
         classes |= set(blocks.block_classes(spec).values())
+    prefixes = [layers_pkg.__name__ + "."]
+    if _timm_classes_needed():  # TimmAttn checkpoints pickle timm's own layer classes
+        import timm.layers  # noqa: F401  (imports the modules whose classes are collected below)
+
+        prefixes.append("timm.layers.")
     for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith(layers_pkg.__name__ + "."):
+        if getattr(module, "__name__", "").startswith(tuple(prefixes)):
             for obj in vars(module).values():
                 if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module.__name__:
                     classes.add(obj)
     return sorted(classes, key=lambda c: (c.__module__, c.__qualname__))
+
+
+def _timm_classes_needed() -> bool:
+    """timm's classes join the allow-list when timm is loaded, or when restricted loading is on and timm installed.
+
+    Importing timm costs about a second, so the start-up hook only does it for users who turned on
+    ``ULTRALYTICS_SAFE_LOAD`` (whose TimmAttn checkpoints would otherwise be refused).
+    """
+    if "timm" in sys.modules:
+        return True
+    if os.environ.get("ULTRALYTICS_SAFE_LOAD", "").strip().lower() not in {"1", "true", "yes", "on"}:
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("timm") is not None
 
 
 def _allow_safe_load(pending: registry.LayerSpec | None = None) -> None:
@@ -702,3 +732,20 @@ def _register_from_hook() -> None:
             install_placeholders(str(exc))
         except Exception:  # the warning above already says what is wrong
             pass
+
+
+def pin_cpu_threads(threads: int) -> None:
+    """Make Ultralytics keep ``threads`` torch threads on CPU.
+
+    ``select_device`` (every train, val and predict) resets torch to its ``NUM_THREADS`` (cores - 1, at most 8) on
+    CPU; results of CPU runs depend on the thread count in the last digits, so a comparison pins one count for all
+    its runs, evaluation included.
+    """
+    import ultralytics.utils.torch_utils as torch_utils
+
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"pin_cpu_threads: threads must be a positive int, got {threads!r}")
+    if not hasattr(torch_utils, "NUM_THREADS"):
+        raise IntegrationError("ultralytics.utils.torch_utils no longer has NUM_THREADS; cannot pin CPU threads")
+    torch_utils.NUM_THREADS = threads
+    torch.set_num_threads(threads)

@@ -90,6 +90,9 @@ def to_positional(cls: type, args: Sequence, keywords: Mapping[str, Any], *, ski
         keywords: Keyword args to place.
         skip: Number of leading constructor parameters the parser injects (1 for c1, 2 for c1, c2).
 
+    A class with ``accepts_keyword_mapping = True`` gets the keywords that match none of its positional
+    parameters as one trailing mapping (it reads them itself).
+
     Raises:
         ValueError: An unknown keyword, a keyword given twice, or a keyword-only parameter that cannot be passed
             positionally; the message lists the valid names.
@@ -103,6 +106,10 @@ def to_positional(cls: type, args: Sequence, keywords: Mapping[str, Any], *, ski
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     names = [p.name for p in positional]
     unknown = [k for k in keywords if k not in names]
+    if unknown and getattr(cls, "accepts_keyword_mapping", False):
+        # The layer reads a trailing mapping itself (TimmAttn forwards it to timm): pass the other keywords on.
+        named = {k: v for k, v in keywords.items() if k in names}
+        return [*to_positional(cls, args, named, skip=skip), {k: keywords[k] for k in unknown}]
     if unknown:
         valid = ", ".join(names) or "none"
         raise ValueError(f"{cls.__name__} has no argument {', '.join(map(repr, unknown))}; valid keywords: {valid}")

@@ -128,6 +128,10 @@ def _format_value(value: Any) -> str:
         return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", value) else f'"{value}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_format_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # layer keyword args: [-1, 1, EMA, [{factor: 8}]]
+        if not all(isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in value):
+            raise YAMLEditError(f"cannot write YAML mapping {value!r}: keys must be argument names")
+        return "{" + ", ".join(f"{k}: {_format_value(v)}" for k, v in value.items()) + "}"
     raise YAMLEditError(f"cannot write YAML arg {value!r}")
 
 

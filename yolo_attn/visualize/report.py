@@ -457,10 +457,11 @@ def write_report(run_folder: str | os.PathLike) -> Path:
     """
     folder = Path(run_folder)
     config = _config(folder)
-    if not (folder / "table.md").is_file():
-        from yolo_attn.compare.table import render_tables
-
-        render_tables(folder)
+    if not (folder / "table.md").is_file():  # the report is the stage after compare: it reads, never recomputes
+        raise FileNotFoundError(
+            f"{folder} has no table.md: not a compare run folder, or its tables were deleted "
+            f"(`yolo-attn table {folder}` re-renders them from the saved results)"
+        )
     table_md = (folder / "table.md").read_text(encoding="utf-8")
     fig_dir = folder / FIGURES
     curves_png = plot_curves(training_curves(folder, config), fig_dir / "training_curves.png")
