@@ -30,13 +30,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "bench": (
         "yolo_attn.bench.commands:bench_command",
-        "params, GFLOPs at the real input size, latency (p50/p90) and throughput",
-        "yolo-attn bench model=yolov8s.yaml,yolov8s-ema.yaml imgsz=640 device=cpu",
+        "params, GFLOPs (official formulation + executed) at the real input size, latency (p50/p90) and "
+        "throughput in torch/onnxruntime/openvino, training step time and memory",
+        "yolo-attn bench model=yolov8s.yaml,yolov8s-ema.yaml imgsz=640 runtime=torch,onnxruntime train=True",
     ),
     "compare": (
         "yolo_attn.compare.commands:compare_command",
-        "train x seeds, evaluate and benchmark several models; tables with mean +- std",
-        "yolo-attn compare models=yolov8n.yaml,yolov8n-ema.yaml data=coco8.yaml epochs=1 seeds=0,1",
+        "train x seeds (jobs=N in parallel, executor=ray on a cluster), evaluate, benchmark; tables, figures, report",
+        "yolo-attn compare models=yolov8n.yaml,yolov8n-ema.yaml data=coco8.yaml epochs=1 seeds=0,1 jobs=2 cam=images/",
     ),
     "table": (
         "yolo_attn.compare.commands:table_command",

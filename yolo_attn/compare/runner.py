@@ -115,7 +115,7 @@ def _benchmark(
     ``fetch(record, weights_dir)`` copies a run's weights from the node it trained on when they are not on this
     filesystem (Ray without shared storage).
     """
-    from yolo_attn.bench import benchmark_models
+    from yolo_attn.bench import SCHEMA_VERSION, benchmark_models
 
     path = folder / "bench.json"
     labels = [model_label(m) for m in config["models"]]
@@ -128,7 +128,12 @@ def _benchmark(
                 weights[label] = _weights_here(rec)
                 records[label] = rec
                 break
-    settings = {"imgsz": config["bench_imgsz"], "device": config["bench_device"], "models": sorted(weights)}
+    settings = {
+        "imgsz": config["bench_imgsz"],
+        "device": config["bench_device"],
+        "models": sorted(weights),
+        "schema_version": SCHEMA_VERSION,  # an older bench.json (without executed GFLOPs) is measured again
+    }
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("settings") == settings:

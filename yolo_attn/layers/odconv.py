@@ -137,6 +137,10 @@ class ODConv2d(nn.Module):
         torch.Size([2, 32, 13, 21])
     """
 
+    #: FLOPs by the official formulation (the kernel bank mixed elementwise, as the official code does) for the
+    #: headline GFLOPs column; written from the official code in yolo_attn.bench (this file imports only torch).
+    official_formulation = "yolo_attn.bench.official_flops:odconv2d_official"
+
     def __init__(
         self,
         c1: int,

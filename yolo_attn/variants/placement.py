@@ -647,7 +647,10 @@ def _per_layer_gflops(seq: Any, d: dict, imgsz: int, inputs: dict[int, Any]) -> 
         report = count_flops(_Graph(), imgsz, channels=d.get("channels", 3), name="inspect")
         by_index = {row["index"]: float(row["gflops"]) for row in report.layers}
         if len(by_index) == len(seq):
-            return by_index, "GFLOPs: yolo_attn.bench.flops.count_flops (2 x conv/matmul MACs per aten op, unfused)"
+            return by_index, (
+                "GFLOPs: yolo_attn.bench.flops.count_flops (2 x conv/matmul MACs per aten op, unfused; plugin layers "
+                "counted by their official formulation)"
+            )
     except Exception:  # the counter is optional here; fall back to thop rather than lose the table
         pass
     import thop
