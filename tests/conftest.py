@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -77,3 +78,30 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The sequential `yolo-attn compare` sweep that test_compare checks and test_compare_executors uses as the reference
+# for the parallel executors: made once per session (it is the suite's most expensive fixture).
+COMPARE_MODELS = "yolov8n.yaml,yolov8n-ema.yaml"
+# save_period=1 keeps each run's epoch-0 checkpoint (optimizer included) for the final-epoch resume test
+COMPARE_COMMON = ["epochs=1", "imgsz=64", "seeds=0,1", "batch=4", "workers=0", "device=cpu", "save_period=1"]
+
+
+@pytest.fixture(scope="session")
+def broken_yaml(tmp_path_factory) -> Path:
+    """A variant whose EMA row asks for 48 groups at 64 channels: fails at build time with a clear error."""
+    path = tmp_path_factory.mktemp("yaml") / "yolov8n-broken.yaml"
+    path.write_text((REPO / "model_yamls" / "yolov8-ema.yaml").read_text().replace("EMA, []", "EMA, [48]", 1))
+    return path
+
+
+@pytest.fixture(scope="session")
+def compare_reference(tmp_path_factory, coco8_copy, broken_yaml) -> dict:
+    """Sequential compare of yolov8n, yolov8n-ema (2 seeds each) and a model that fails to build, benchmarked."""
+    work = tmp_path_factory.mktemp("compare")
+    args = ["compare", f"models={COMPARE_MODELS},{broken_yaml}", f"data={coco8_copy}", *COMPARE_COMMON]
+    args += ["bench_repeats=3", "name=full"]
+    command = [console_script("yolo-attn"), *args]
+    run = subprocess.run(command, cwd=work, capture_output=True, text=True, env=subprocess_env(), timeout=900)
+    assert run.returncode == 0, f"{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    return {"work": work, "folder": work / "runs" / "compare" / "full", "args": args, "stdout": run.stdout}

@@ -2,8 +2,9 @@
 table, survive `kill -9` of the driver and of a Ray worker, record a broken model as failed, and never put two
 concurrent runs on one GPU.
 
-Real runs throughout (coco8, 1 epoch at imgsz 64, batch 4, workers=0): one sequential sweep (2 models x 2 seeds) is
-the reference every other executor is compared with. The Ray cluster is a real one started by the test
+Real runs throughout (coco8, 1 epoch at imgsz 64, batch 4, workers=0): the sequential sweep of conftest (2 models x
+2 seeds, plus a model that fails to build; shared with test_compare) is the reference every other executor is
+compared with. The Ray cluster is a real one started by the test
 (`ray start --head --block`, 2 CPUs, its own port, temp dir and auth token), torn down at the end.
 """
 
@@ -23,16 +24,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, console_script, subprocess_env
+from conftest import COMPARE_COMMON, COMPARE_MODELS, console_script, subprocess_env
 
 from yolo_attn.compare.executors import DeviceSlot, LocalExecutor, plan_devices
 from yolo_attn.compare.progress import Progress
 from yolo_attn.compare.worker import state_paths
 
-MODELS = "yolov8n.yaml,yolov8n-ema.yaml"
+MODELS = COMPARE_MODELS
 RUNS = [f"{m}-seed{s}" for s in (0, 1) for m in ("yolov8n", "yolov8n-ema")]
-# save_period=1 keeps each run's epoch-0 checkpoint (optimizer included) for the final-epoch resume test
-COMMON = ["epochs=1", "imgsz=64", "seeds=0,1", "batch=4", "workers=0", "device=cpu", "bench=False", "save_period=1"]
+# The parallel sweeps run the reference's two good models without the benchmark: their per-run numbers are compared
+# with the reference's, their tables with each other's.
+COMMON = [*COMPARE_COMMON, "bench=False"]
 # Columns that hold wall-clock measurements (latency, FPS, epoch time): they differ between any two sweeps, also
 # two sequential ones, so table equality is checked on every other cell.
 TIMED = re.compile(r"time|latency|FPS", re.I)
@@ -55,6 +57,8 @@ def per_run(folder: Path) -> dict[str, dict]:
     """What must not depend on the executor: status, the harness's metrics, Ultralytics' losses of the last epoch."""
     out = {}
     for path in sorted((folder / "results").glob("*.json")):
+        if path.stem not in RUNS:  # the reference's model that fails to build
+            continue
         record = json.loads(path.read_text())
         last = record.get("train", {}).get("ultralytics_last_epoch", {})
         out[path.stem] = {
@@ -80,6 +84,12 @@ def untimed_table(folder: Path) -> str:
             line = "| " + " | ".join(cells) + " |"
         out.append(line)
     return "\n".join(out)
+
+
+def table_metrics(folder: Path) -> dict[str, dict]:
+    """The table's metric cells (mean, std, n, Δ) of the good models, from table.json."""
+    rows = json.loads((folder / "table.json").read_text())["rows"]
+    return {r["model"]: r["metrics"] for r in rows if r["model"] in ("yolov8n", "yolov8n-ema")}
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
@@ -146,19 +156,9 @@ def resume_twice(args: list[str], cwd: Path, folder: Path, killed: dict, env: di
 # fixtures
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory, coco8_copy) -> Path:
-    """The reference: the sequential runner, 2 models x 2 seeds."""
-    work = tmp_path_factory.mktemp("sequential")
-    yolo_attn("compare", f"models={MODELS}", f"data={coco8_copy}", *COMMON, "name=seq", cwd=work)
-    return work / "runs" / "compare" / "seq"
-
-
-@pytest.fixture(scope="module")
-def broken_yaml(tmp_path_factory) -> Path:
-    """A variant whose EMA row asks for 48 groups at 64 channels: fails at build time with a clear error."""
-    path = tmp_path_factory.mktemp("yaml") / "yolov8n-broken.yaml"
-    path.write_text((REPO / "model_yamls" / "yolov8-ema.yaml").read_text().replace("EMA, []", "EMA, [48]", 1))
-    return path
+def sequential(compare_reference) -> Path:
+    """The reference: the sequential runner (conftest), whose good runs are RUNS."""
+    return compare_reference["folder"]
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +302,7 @@ def test_pool_numbers_and_table_equal_sequential(pool, sequential):
     assert per_run(pool["folder"]) == per_run(sequential)
     assert sorted(per_run(pool["folder"])) == sorted(RUNS)
     assert all(r["status"] == "ok" and len(r["losses"]) >= 6 for r in per_run(sequential).values())
-    assert untimed_table(pool["folder"]) == untimed_table(sequential)
+    assert table_metrics(pool["folder"]) == table_metrics(sequential)
     config = json.loads((pool["folder"] / "config.json").read_text())
     assert config["threads"] == 1 and config["gpus_per_run"] == 0  # the shared per-run settings that fix the numbers
     record = json.loads((pool["folder"] / "results" / "yolov8n-seed1.json").read_text())
@@ -325,10 +325,11 @@ def test_pool_sigkilled_driver_resumes_without_redoing_finished_runs(pool):
 # ----------------------------------------------------------------------------------------------------------------------
 # Ray
 # ----------------------------------------------------------------------------------------------------------------------
-def test_ray_numbers_and_table_equal_sequential(ray_sweep, sequential):
+def test_ray_numbers_and_table_equal_sequential_and_pool(ray_sweep, sequential, pool):
     folder = ray_sweep["folder"]
     assert per_run(folder) == per_run(sequential)
-    assert untimed_table(folder) == untimed_table(sequential)
+    assert table_metrics(folder) == table_metrics(sequential)
+    assert untimed_table(folder) == untimed_table(pool["folder"])  # same settings: the same table, cell for cell
     record = json.loads((folder / "results" / "yolov8n-ema-seed1.json").read_text())
     assert record["executor"]["kind"] == "ray" and record["executor"]["node_id"]
 
@@ -473,17 +474,28 @@ def test_progress_line_counts_eta_and_epochs():
     assert "2/6 done, 1 running, 1 failed, 2 to do, ETA 0m13s" in line and "a-seed1 epoch 3/10" in line
 
 
-def test_run_killed_after_its_last_epoch_is_finalised_not_resumed(sequential, coco8_copy, tmp_path):
-    """Killed between the last epoch's checkpoint and Ultralytics' final strip: ``resume=True`` would fail with
-    "nothing to resume" forever; the worker strips the checkpoints as Ultralytics would and evaluates."""
-    folder = tmp_path / "runs" / "compare" / "seq"
-    shutil.copytree(sequential, folder)
+def test_runs_killed_after_the_last_epoch_are_finalised_or_retrained(compare_reference, tmp_path):
+    """Two kills around Ultralytics' final strip, in a copy of the reference folder.
+
+    Killed between the last epoch's checkpoint and the strip (yolov8n-ema-seed1): ``resume=True`` would fail with
+    "nothing to resume" forever; the worker strips the checkpoints as Ultralytics would and evaluates. Killed while
+    the strip rewrote best.pt (yolov8n-seed0, its file truncated): the best weights are gone, so the run is trained
+    again, to the same numbers.
+    """
+    folder = tmp_path / "runs" / "compare" / "full"
+    shutil.copytree(compare_reference["folder"], folder)
     weights = folder / "runs" / "yolov8n-ema-seed1" / "weights"
     shutil.copy(weights / "epoch0.pt", weights / "last.pt")  # the final epoch's checkpoint, optimizer included
     (folder / "results" / "yolov8n-ema-seed1.json").unlink()
-    out = yolo_attn("compare", f"models={MODELS}", f"data={coco8_copy}", *COMMON, "name=seq", cwd=tmp_path)
-    assert "4 runs (3 done, 1 to do)" in out.stdout
-    again = json.loads((folder / "results" / "yolov8n-ema-seed1.json").read_text())
-    assert again["status"] == "ok", again.get("error")
-    assert "finalised" in again["train"]["note"] and again["starts"] == 2
-    assert per_run(folder) == per_run(sequential)
+    best = folder / "runs" / "yolov8n-seed0" / "weights" / "best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    (folder / "results" / "yolov8n-seed0.json").unlink()
+    out = yolo_attn(*compare_reference["args"], cwd=tmp_path)
+    assert "6 runs (2 done, 4 to do)" in out.stdout  # the two above and the reference's two failed runs
+    finalised = json.loads((folder / "results" / "yolov8n-ema-seed1.json").read_text())
+    assert finalised["status"] == "ok", finalised.get("error")
+    assert "finalised" in finalised["train"]["note"] and finalised["starts"] == 2
+    retrained = json.loads((folder / "results" / "yolov8n-seed0.json").read_text())
+    assert retrained["status"] == "ok", retrained.get("error")
+    assert "trained again" in retrained["train"]["note"] and retrained["train"]["epochs_logged"] == 1
+    assert per_run(folder) == per_run(compare_reference["folder"])

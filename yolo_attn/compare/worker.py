@@ -159,14 +159,33 @@ def _add_callbacks(yolo: Any, threads: int | None, report: Reporter, epoch_secon
     yolo.add_callback("on_fit_epoch_end", epoch_end)
 
 
-def _finalise_trained(run_dir: Path) -> None:
-    """What Ultralytics' ``final_eval`` does to checkpoints after the last epoch: strip the optimizer (FP16 weights)."""
+def _loadable(path: Path) -> bool:
+    """Whether a checkpoint file reads back (a kill while Ultralytics writes it leaves a truncated zip)."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return False
+    return True
+
+
+def _strip_atomic(path: Path, updates: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ultralytics' ``strip_optimizer`` written to a temporary file and renamed: a kill leaves the old file whole."""
     from ultralytics.utils.torch_utils import strip_optimizer
 
+    tmp = path.with_name(f".{path.name}.strip.tmp")
+    ckpt = strip_optimizer(path, s=str(tmp), updates=updates)
+    os.replace(tmp, path)
+    return ckpt
+
+
+def _finalise_trained(run_dir: Path) -> None:
+    """What Ultralytics' ``final_eval`` does to checkpoints after the last epoch: strip the optimizer (FP16 weights)."""
     last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
-    ckpt = strip_optimizer(last)
+    ckpt = _strip_atomic(last)
     if best.is_file():
-        strip_optimizer(best, updates={"train_results": ckpt.get("train_results")})
+        _strip_atomic(best, updates={"train_results": ckpt.get("train_results")})
 
 
 def train(spec: dict[str, Any], report: Reporter | None = None) -> dict[str, Any]:
@@ -178,6 +197,13 @@ def train(spec: dict[str, Any], report: Reporter | None = None) -> dict[str, Any
     last = run_dir / "weights" / "last.pt"
     state = checkpoint_state(last, spec.get("epochs"))
     info: dict[str, Any] = {"resumed": False}
+    best = run_dir / "weights" / "best.pt"
+    if state in ("trained", "finished") and best.is_file() and not _loadable(best):
+        # Killed while Ultralytics' final strip rewrote best.pt: the best epoch's weights are gone with it (best.pt
+        # is written in place), so the run is trained again from scratch; same seed, same settings, same numbers.
+        print(f"[yolo-attn compare] {best} is truncated (killed while written): training the run again", flush=True)
+        state = "missing"
+        info["note"] = "best.pt had been truncated by an interruption; the run was trained again from scratch"
     epoch_seconds: list[float] = []
     threads = spec.get("threads")
     if state == "unfinished":

@@ -227,7 +227,8 @@ class TimmAttn(nn.Module):
     """
 
     #: The YAML keyword mapping (``[gc, {rd_ratio: 0.25}]``) reaches the constructor as a trailing mapping: the
-    #: plugin passes keywords it cannot bind to a named parameter on (:func:`yolo_attn.plugin.layer_args.to_positional`).
+    #: plugin passes on the keywords it cannot bind to a named parameter
+    #: (:func:`yolo_attn.plugin.layer_args.to_positional`).
     accepts_keyword_mapping = True
 
     def __init__(self, c1: int, name: str | None = None, *args: Any, **kwargs: Any) -> None:
