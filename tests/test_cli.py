@@ -49,3 +49,20 @@ def test_console_script_errors_are_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr and "gt= and pred= go together" in run.stderr
     run = subprocess.run([exe, "layers"], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
     assert run.returncode == 0 and "ODConv      conv" in run.stdout and "yolov8-ema.yaml" in run.stdout
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_command_help_lists_the_library_functions_keys(flag, capsys):
+    assert cli.main(["compare", flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("yolo-attn compare: ")
+    # compare_command defers to compare(): its documented keys follow
+    for key in ("    jobs:", "    executor:", "    cam:", "    **train_args:"):
+        assert key in out, key
+
+
+def test_every_command_has_help(capsys):
+    for command in cli.COMMANDS:
+        assert cli.main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"yolo-attn {command}: ") and len(out.splitlines()) >= 4, command

@@ -224,6 +224,30 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def command_help(command: str) -> str:
+    """Help of one subcommand: its line, example and the docstring of the function behind it.
+
+    Where that docstring defers to a library function (``:func:`yolo_attn...```), the library function's documented
+    arguments follow, so ``yolo-attn compare --help`` lists every key ``compare()`` takes.
+    """
+    import inspect
+    import re
+
+    target, line, example = COMMANDS[command]
+    doc = inspect.getdoc(_resolve(target)) or ""
+    parts = [f"yolo-attn {command}: {line}", f"  e.g. {example}", "", doc]
+    for name in dict.fromkeys(re.findall(r":func:`(yolo_attn[\w.]*)`", doc)):
+        module, _, attr = name.rpartition(".")
+        try:
+            library = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        library_doc = inspect.getdoc(library) or ""
+        if "Args:" in library_doc:
+            parts += ["", f"{name}:", library_doc[library_doc.index("Args:") :]]
+    return "\n".join(parts).rstrip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``yolo-attn`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -240,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"yolo-attn: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2
+    if any(a in {"-h", "--help", "help"} for a in rest):
+        print(command_help(command))
+        return 0
     try:
         positional, kwargs = parse_args(rest)
         func = _resolve(COMMANDS[command][0])
