@@ -35,6 +35,10 @@ from yolo_attn.compare.worker import read_json, write_json_atomic, write_text_at
 RAY_INSTALL = "pip install 'yolo-attn[ray]'"
 
 
+# The worker process: one run spec, see yolo_attn.compare.worker.main
+WORKER_MAIN = "import sys; from yolo_attn.compare.worker import main; sys.exit(main(sys.argv[1]))"
+
+
 class ExecutorError(RuntimeError):
     """An executor cannot run as configured (bad device list, missing Ray, cluster too small); says what to do."""
 
@@ -242,7 +246,9 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = slot.visible
         if self.threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
-        command = [sys.executable, "-m", "yolo_attn.compare.worker", str(spec_path)]
+        # `-c` rather than `-m yolo_attn.compare.worker`: the package imports that module, and runpy warns about
+        # running a module already imported
+        command = [sys.executable, "-c", WORKER_MAIN, str(spec_path)]
         if self.inline:
             return subprocess.call(command, env=env)
         log = self.folder / "logs" / f"{spec['run']}.log"

@@ -275,9 +275,10 @@ def _seeds_cell(row: dict[str, Any]) -> str:
 
 def _footer(summary: dict[str, Any]) -> list[str]:
     bench = summary.get("bench") or {}
+    epochs = f"{summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'}"
     lines = [
         f"Metrics: {summary['protocol']} protocol (yolo-attn eval), percent, mean ± std over seeds "
-        f"{summary['seeds']}; {summary['epochs']} epochs at imgsz {summary['imgsz']} on {summary['data']}.",
+        f"{summary['seeds']}; {epochs} at imgsz {summary['imgsz']} on {summary['data']}.",
         f"(Δ) vs baseline {summary['baseline']}: {summary['noise_rule']}.",
         f"Cost: params and GFLOPs (conv+matmul, 2×MACs, fused; plugin layers by their official formulation, the "
         f"published convention; 'executed' = what yolo-attn's implementation runs) and latency p50 at batch 1 / FPS "

@@ -1,6 +1,6 @@
 """One compare run: train (or resume) one model with one seed, then evaluate it.
 
-Run by the local executors of :mod:`yolo_attn.compare.executors` as ``python -m yolo_attn.compare.worker <spec.json>``
+Run by the local executors of :mod:`yolo_attn.compare.executors` as ``python -c <WORKER_MAIN> <spec.json>``
 (one process per run), or called in-process as :func:`run_spec` by a Ray task (Ray gives every task a fresh worker
 process, ``max_calls=1``). A separate process per run keeps Ultralytics' process-wide state (seeds, deterministic
 flags, ``Conv.default_act``) from leaking between runs, and confines a hard crash to the run that caused it.
