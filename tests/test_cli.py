@@ -23,6 +23,10 @@ from yolo_attn import cli
         ("none", None),
         ("coco", "coco"),
         ("runs/compare/exp", "runs/compare/exp"),
+        ("[gc]", ["gc"]),  # not a Python literal: read as YAML, like a model YAML row's args
+        ("[gc, {rd_ratio: 0.25}]", ["gc", {"rd_ratio": 0.25}]),
+        ("{factor: 8}", {"factor": 8}),
+        ("[unclosed", "[unclosed"),
     ],
 )
 def test_parse_value(text, value):

@@ -28,6 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the references live next to this file
 
 import reference_layers as ref  # noqa: E402
+from layer_checks import assert_close, randomize_  # noqa: E402
 
 from yolo_attn.layers import CBAM, ECA, EMA, SE, CoordAtt, ODConv, ODConv2d, eca_kernel_size  # noqa: E402
 from yolo_attn.layers.ema import _conv3x3_shared_backward, _conv3x3_shared_eager, _ema_forward  # noqa: E402
@@ -36,24 +37,6 @@ SHAPE_HW = (13, 21)  # non-square on purpose
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-def randomize_(module: nn.Module, seed: int, std: float = 0.5) -> nn.Module:
-    """Random parameters and BN running stats (defaults like gamma=1, beta=0 would hide ordering bugs)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return module
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    scale = max(1.0, expected.detach().abs().max().item())
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale, msg=lambda m: f"{what}: {m}")
-
-
 def copy_weights(src: nn.Module, dst: nn.Module) -> None:
     dst.load_state_dict(src.state_dict(), strict=True)
 

@@ -27,6 +27,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the references live next to this file
 
 import reference_layers as ref  # noqa: E402
+from layer_checks import assert_close, randomize_  # noqa: E402
 
 from yolo_attn.layers import NAM, ShuffleAttention, SimAM, TripletAttention  # noqa: E402
 from yolo_attn.layers._gate import GATE_KINDS, GateTap  # noqa: E402
@@ -44,24 +45,6 @@ def _one_thread():
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-def randomize_(module: nn.Module, seed: int, std: float = 0.5) -> nn.Module:
-    """Random parameters and BN running stats (SA's zero/one init would hide a swapped half or a missing term)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return module
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    scale = max(1.0, expected.detach().abs().max().item())
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale, msg=lambda m: f"{what}: {m}")
-
-
 def assert_close_to_either(actual: torch.Tensor, ref32: torch.Tensor, ref64: torch.Tensor, what: str) -> None:
     try:
         assert_close(actual, ref32, what)

@@ -89,6 +89,9 @@ class CLIError(ValueError):
 def parse_value(text: str) -> object:
     """Parse a CLI value like ``yolo`` does: Python literals (ints, floats, lists, None, True) else the string.
 
+    Brackets that are not a Python literal are read as YAML, the way a model YAML row writes its args
+    (``args=[gc, {rd_ratio: 0.25}]`` -> ``["gc", {"rd_ratio": 0.25}]``).
+
     Comma-separated values without brackets become lists (``seeds=0,1,2`` -> ``[0, 1, 2]``).
     """
     lowered = text.strip()
@@ -101,6 +104,15 @@ def parse_value(text: str) -> object:
         return list(value) if isinstance(value, tuple) else value  # `seeds=0,1,2` parses as a tuple
     except (ValueError, SyntaxError):
         pass
+    if lowered.startswith(("[", "{")):  # a YAML flow collection as written in model YAMLs: [gc, {rd_ratio: 0.25}]
+        import yaml
+
+        try:
+            value = yaml.safe_load(lowered)
+        except yaml.YAMLError:
+            value = None
+        if isinstance(value, (list, dict)):
+            return value
     if "," in lowered and not lowered.startswith(("[", "(")):
         return [parse_value(p) for p in lowered.split(",") if p.strip()]
     return lowered
