@@ -392,8 +392,8 @@ def test_place_replaces_stock_block_rows_and_refuses_others(tmp_path):
 
 @pytest.mark.slow
 def test_yolo_cli_trains_validates_and_exports_a_blocks_variant(tmp_path, coco8_copy):
-    """`yolo train model=yolov8n-cbam-blocks.yaml` with the real console script from an empty folder, then a dynamic
-    ONNX export through Ultralytics' exporter that onnxruntime runs to the PyTorch outputs at two input shapes."""
+    """`yolo train model=yolov8n-cbam-blocks.yaml` with the real console script from an empty folder, then `yolo val`
+    and a dynamic ONNX export that onnxruntime runs to the PyTorch outputs at two input shapes."""
     import numpy as np
     import onnxruntime as ort
     from conftest import console_script
@@ -416,7 +416,7 @@ def test_yolo_cli_trains_validates_and_exports_a_blocks_variant(tmp_path, coco8_
     rows = [m.i for m in model.model if type(m).__name__ == "C2f_CBAM"]
     assert rows == [12, 15, 18, 21]  # the head's C2f rows, same indices as the stock model
     assert all(type(b).__name__ == "ResidualAttentionBottleneck" for i in rows for b in model.model[i].m)
-    # (`yolo val` on plugin checkpoints is test_cli_e2e's; training's final validation already ran on this one)
+    assert "all" in yolo("val", f"model={best}", f"data={coco8_copy}", *common, cwd=work)
 
     yolo("export", f"model={best}", "format=onnx", "imgsz=64", "dynamic=True", "device=cpu", cwd=work)
     session = ort.InferenceSession(str(best.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
