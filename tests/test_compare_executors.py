@@ -86,6 +86,11 @@ def untimed_table(folder: Path) -> str:
     return "\n".join(out)
 
 
+def truncate(path: Path) -> None:
+    """What a kill during a checkpoint write leaves: the first half of the file."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def table_metrics(folder: Path) -> dict[str, dict]:
     """The table's metric cells (mean, std, n, Δ) of the good models, from table.json."""
     rows = json.loads((folder / "table.json").read_text())["rows"]
@@ -474,27 +479,29 @@ def test_progress_line_counts_eta_and_epochs():
     assert "2/6 done, 1 running, 1 failed, 2 to do, ETA 0m13s" in line and "a-seed1 epoch 3/10" in line
 
 
-def test_runs_killed_after_the_last_epoch_are_finalised_or_retrained(compare_reference, tmp_path):
-    """Two kills around Ultralytics' final strip, in a copy of the reference folder.
+def test_runs_killed_around_the_final_checkpoints_are_finalised_restored_or_retrained(compare_reference, tmp_path):
+    """Kills around Ultralytics' last checkpoint writes, in a copy of the reference folder.
 
-    Killed between the last epoch's checkpoint and the strip (yolov8n-ema-seed1): ``resume=True`` would fail with
-    "nothing to resume" forever; the worker strips the checkpoints as Ultralytics would and evaluates. Killed while
-    the strip rewrote best.pt (yolov8n-seed0, its file truncated): the best weights are gone, so the run is trained
-    again, to the same numbers.
+    yolov8n-ema-seed1, killed after the last epoch's save wrote last.pt and while it wrote best.pt (truncated), before
+    the final strip: ``resume=True`` would fail with "nothing to resume" forever, and best.pt is unreadable; the
+    worker restores best.pt from last.pt (Ultralytics writes both from the same bytes), strips the checkpoints as
+    Ultralytics would and evaluates. yolov8n-seed0, killed while the final strip rewrote best.pt in place (truncated):
+    the best weights are gone, so the run is trained again. Both end with the reference's numbers.
     """
     folder = tmp_path / "runs" / "compare" / "full"
     shutil.copytree(compare_reference["folder"], folder)
     weights = folder / "runs" / "yolov8n-ema-seed1" / "weights"
     shutil.copy(weights / "epoch0.pt", weights / "last.pt")  # the final epoch's checkpoint, optimizer included
+    truncate(weights / "best.pt")
     (folder / "results" / "yolov8n-ema-seed1.json").unlink()
-    best = folder / "runs" / "yolov8n-seed0" / "weights" / "best.pt"
-    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    truncate(folder / "runs" / "yolov8n-seed0" / "weights" / "best.pt")
     (folder / "results" / "yolov8n-seed0.json").unlink()
     out = yolo_attn(*compare_reference["args"], cwd=tmp_path)
     assert "6 runs (2 done, 4 to do)" in out.stdout  # the two above and the reference's two failed runs
     finalised = json.loads((folder / "results" / "yolov8n-ema-seed1.json").read_text())
     assert finalised["status"] == "ok", finalised.get("error")
-    assert "finalised" in finalised["train"]["note"] and finalised["starts"] == 2
+    assert "restored from last.pt" in finalised["train"]["note"] and "finalised" in finalised["train"]["note"]
+    assert finalised["starts"] == 2
     retrained = json.loads((folder / "results" / "yolov8n-seed0.json").read_text())
     assert retrained["status"] == "ok", retrained.get("error")
     assert "trained again" in retrained["train"]["note"] and retrained["train"]["epochs_logged"] == 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -198,12 +199,21 @@ def train(spec: dict[str, Any], report: Reporter | None = None) -> dict[str, Any
     state = checkpoint_state(last, spec.get("epochs"))
     info: dict[str, Any] = {"resumed": False}
     best = run_dir / "weights" / "best.pt"
-    if state in ("trained", "finished") and best.is_file() and not _loadable(best):
-        # Killed while Ultralytics' final strip rewrote best.pt: the best epoch's weights are gone with it (best.pt
-        # is written in place), so the run is trained again from scratch; same seed, same settings, same numbers.
-        print(f"[yolo-attn compare] {best} is truncated (killed while written): training the run again", flush=True)
-        state = "missing"
-        info["note"] = "best.pt had been truncated by an interruption; the run was trained again from scratch"
+    if state != "missing" and best.is_file() and not _loadable(best):
+        if state in ("unfinished", "trained"):
+            # Ultralytics' save_model writes last.pt, then best.pt, from the same bytes: a kill during the best.pt
+            # write leaves last.pt holding exactly what best.pt was to hold (an earlier truncation would have been
+            # repaired here when the run was resumed after it)
+            tmp = best.with_name(f".{best.name}.copy.tmp")
+            shutil.copyfile(last, tmp)
+            os.replace(tmp, best)
+            info["note"] = "best.pt had been truncated by an interruption while it was saved; restored from last.pt"
+        else:
+            # killed while the final strip rewrote best.pt in place: the best epoch's weights are gone, so the run is
+            # trained again from scratch; same seed, same settings, same numbers
+            state = "missing"
+            info["note"] = "best.pt had been truncated by an interruption; the run was trained again from scratch"
+        print(f"[yolo-attn compare] {run_dir.name}: {info['note']}", flush=True)
     epoch_seconds: list[float] = []
     threads = spec.get("threads")
     if state == "unfinished":
@@ -214,8 +224,6 @@ def train(spec: dict[str, Any], report: Reporter | None = None) -> dict[str, Any
         info["resumed"] = True
     elif state == "missing":
         if run_dir.exists():  # debris of a run killed before its first checkpoint: start clean (results.csv appends)
-            import shutil
-
             shutil.rmtree(run_dir)
         args = dict(spec["train_args"])
         args.update(
@@ -234,7 +242,15 @@ def train(spec: dict[str, Any], report: Reporter | None = None) -> dict[str, Any
         yolo.train(**args)
     elif state == "trained":
         _finalise_trained(run_dir)
-        info["note"] = "every epoch had finished before an interruption; checkpoints finalised, evaluation only"
+        info["note"] = "; ".join(
+            filter(
+                None,
+                [
+                    info.get("note"),
+                    "every epoch had finished before an interruption; checkpoints finalised, evaluation only",
+                ],
+            )
+        )
     else:
         info["note"] = "training had already finished; evaluation only"
     info["epoch_seconds"] = epoch_seconds  # Ultralytics' epoch wall times, this process's epochs only
