@@ -915,7 +915,7 @@ def bench_command(*positional: str, **kwargs: Any) -> dict[str, Any]:
 
     Values arrive parsed (ints, floats, bools, None, lists). ``model`` may be one name or a list (several models are
     measured interleaved and compared with the first); bare positional arguments are models too. Every keyword of
-    :func:`benchmark_models` is accepted under the same name (``models`` is an alias of ``model``).
+    :func:`yolo_attn.bench.benchmark_models` is accepted under the same name (``models`` is an alias of ``model``).
 
     Raises:
         ValueError: Unknown keys (the message lists the valid ones) or no model.
