@@ -157,6 +157,20 @@ def resume_twice(args: list[str], cwd: Path, folder: Path, killed: dict, env: di
     return {"k": k, "again": again.stdout, "after_first": after_first, "third": third.stdout}
 
 
+def assert_resumed_without_redoing(sweep: dict, orphans: str) -> None:
+    """After the driver's SIGKILL: nothing left running, the first re-run redid no finished run and completed the
+    sweep, the second redid nothing."""
+    folder, killed, k = sweep["folder"], sweep["killed"], sweep["k"]
+    assert not killed["orphans"], orphans
+    assert 1 <= k < len(RUNS)
+    assert f"{len(RUNS)} runs ({k} done, {len(RUNS) - k} to do)" in sweep["again"]
+    for name, (mtime, text) in killed["finished"].items():
+        assert sweep["after_first"][name] == (mtime, text), f"{name} was redone"
+    assert sorted(ok_results(folder)) == sorted(RUNS)
+    assert f"{len(RUNS)} runs ({len(RUNS)} done, 0 to do)" in sweep["third"]
+    assert snapshot(folder) == sweep["after_first"]  # the second re-run redid nothing
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # fixtures
 # ----------------------------------------------------------------------------------------------------------------------
@@ -315,16 +329,7 @@ def test_pool_numbers_and_table_equal_sequential(pool, sequential):
 
 
 def test_pool_sigkilled_driver_resumes_without_redoing_finished_runs(pool):
-    folder, killed = pool["folder"], pool["killed"]
-    assert not killed["orphans"], "workers of the killed driver kept running"
-    k = pool["k"]
-    assert 1 <= k < 4
-    assert f"4 runs ({k} done, {4 - k} to do)" in pool["again"]
-    for name, (mtime, text) in killed["finished"].items():
-        assert pool["after_first"][name] == (mtime, text), f"{name} was redone"
-    assert sorted(ok_results(folder)) == sorted(RUNS)
-    assert "4 runs (4 done, 0 to do)" in pool["third"]
-    assert snapshot(folder) == pool["after_first"]  # the second re-run redid nothing
+    assert_resumed_without_redoing(pool, orphans="workers of the killed driver kept running")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -353,16 +358,7 @@ def test_ray_results_reach_the_run_folder_without_a_shared_filesystem(ray_sweep)
 
 
 def test_ray_sigkilled_driver_resumes_without_redoing_finished_runs(ray_sweep):
-    folder, killed = ray_sweep["folder"], ray_sweep["killed"]
-    assert not killed["orphans"], "Ray tasks of the killed driver kept running"
-    k = ray_sweep["k"]
-    assert 1 <= k < 4
-    assert f"4 runs ({k} done, {4 - k} to do)" in ray_sweep["again"]
-    for name, (mtime, text) in killed["finished"].items():
-        assert ray_sweep["after_first"][name] == (mtime, text), f"{name} was redone"
-    assert sorted(ok_results(folder)) == sorted(RUNS)
-    assert "4 runs (4 done, 0 to do)" in ray_sweep["third"]
-    assert snapshot(folder) == ray_sweep["after_first"]
+    assert_resumed_without_redoing(ray_sweep, orphans="Ray tasks of the killed driver kept running")
 
 
 def test_ray_fetches_weights_from_the_node_that_trained(ray_sweep, ray_cluster, tmp_path):

@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the references live next to this file
 
 import reference_layers as ref  # noqa: E402
-from layer_checks import assert_close, randomize_  # noqa: E402
+from layer_checks import assert_close, onnx_roundtrip, randomize_  # noqa: E402
 
 from yolo_attn.layers import CBAM, ECA, EMA, SE, CoordAtt, ODConv, ODConv2d, eca_kernel_size  # noqa: E402
 from yolo_attn.layers.ema import _conv3x3_shared_backward, _conv3x3_shared_eager, _ema_forward  # noqa: E402
@@ -413,36 +413,9 @@ def test_ema_half_and_autocast_compute_in_float32() -> None:
     assert xa.grad is not None and all(p.grad is not None for p in m.parameters())
 
 
-def _onnx_roundtrip(model: nn.Module, export_shape: tuple[int, ...], run_shapes: list[tuple[int, ...]]) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    model.eval()
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # exporter deprecation chatter
-        torch.onnx.export(
-            model,
-            (torch.randn(export_shape),),
-            f,
-            dynamo=False,  # what Ultralytics' exporter uses
-            opset_version=17,
-            input_names=["images"],
-            output_names=["output0"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "h", 3: "w"}},
-        )
-    session = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
-    for shape in run_shapes:
-        x = torch.randn(shape)
-        with torch.no_grad():
-            expected = model(x).numpy()
-        got = session.run(None, {"images": x.numpy()})[0]
-        assert got.shape == expected.shape
-        assert abs(got - expected).max() <= 1e-4, f"ONNX mismatch at input {shape}"
-
-
 def test_ema_dynamic_onnx_export() -> None:
     model = randomize_(EMA(64, 16), seed=17)
-    _onnx_roundtrip(model, (2, 64, 16, 16), [(1, 64, 13, 21), (3, 64, 24, 17)])
+    onnx_roundtrip(model, (2, 64, 16, 16), [(1, 64, 13, 21), (3, 64, 24, 17)])
 
 
 def test_ema_torchscript_trace_is_shape_independent() -> None:
@@ -459,7 +432,7 @@ def test_ema_torchscript_trace_is_shape_independent() -> None:
 
 @pytest.mark.parametrize("layer", [SE, CBAM, ECA, CoordAtt], ids=["SE", "CBAM", "ECA", "CoordAtt"])
 def test_channel_attention_dynamic_onnx_export(layer) -> None:
-    _onnx_roundtrip(randomize_(layer(64), seed=19), (2, 64, 16, 16), [(1, 64, 13, 21), (3, 64, 24, 17)])
+    onnx_roundtrip(randomize_(layer(64), seed=19), (2, 64, 16, 16), [(1, 64, 13, 21), (3, 64, 24, 17)])
 
 
 # --------------------------------------------------------------------------------------------------------- ODConv
@@ -468,7 +441,7 @@ def _odconv_model() -> nn.Module:
 
 
 def test_odconv_dynamic_onnx_export_batch_1_and_3() -> None:
-    _onnx_roundtrip(_odconv_model(), (2, 16, 32, 32), [(1, 16, 13, 21), (3, 16, 24, 17)])
+    onnx_roundtrip(_odconv_model(), (2, 16, 32, 32), [(1, 16, 13, 21), (3, 16, 24, 17)])
 
 
 def test_odconv_torchscript_trace_and_script_are_batch_independent() -> None:

@@ -27,7 +27,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the references live next to this file
 
 import reference_layers as ref  # noqa: E402
-from layer_checks import assert_close, randomize_  # noqa: E402
+from layer_checks import assert_close, onnx_roundtrip, randomize_  # noqa: E402
 
 from yolo_attn.layers import NAM, ShuffleAttention, SimAM, TripletAttention  # noqa: E402
 from yolo_attn.layers._gate import GATE_KINDS, GateTap  # noqa: E402
@@ -400,31 +400,8 @@ def test_bfloat16_input_keeps_dtype() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------- ONNX
-def _onnx_roundtrip(model: nn.Module, c: int, run_shapes: list[tuple[int, int, int, int]]) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    model.eval()
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # exporter deprecation chatter
-        torch.onnx.export(
-            model,
-            (torch.randn(2, c, 16, 16),),
-            f,
-            dynamo=False,  # what Ultralytics' exporter uses
-            opset_version=17,
-            input_names=["images"],
-            output_names=["output0"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "h", 3: "w"}},
-        )
-    session = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
-    for shape in run_shapes:
-        x = make_input(*shape[:2], shape[2:], seed=shape[2])
-        with torch.no_grad():
-            expected = model(x).numpy()
-        got = session.run(None, {"images": x.numpy()})[0]
-        assert got.shape == expected.shape
-        assert abs(got - expected).max() <= 1e-4, f"ONNX mismatch at input {shape}"
+def _seeded_input(shape: tuple[int, ...]) -> torch.Tensor:
+    return make_input(*shape[:2], shape[2:], seed=shape[2])
 
 
 @pytest.mark.parametrize(
@@ -434,7 +411,7 @@ def _onnx_roundtrip(model: nn.Module, c: int, run_shapes: list[tuple[int, int, i
     ids=["SimAM", "SA", "SA-odd-groups", "NAM", "Triplet"],
 )
 def test_dynamic_onnx_two_shapes(factory, c: int) -> None:
-    _onnx_roundtrip(randomize_(factory(), seed=23), c, [(1, c, 13, 21), (3, c, 24, 17)])
+    onnx_roundtrip(randomize_(factory(), seed=23), (2, c, 16, 16), [(1, c, 13, 21), (3, c, 24, 17)], _seeded_input)
 
 
 @pytest.mark.parametrize(
@@ -457,7 +434,7 @@ def test_torchscript_trace_is_shape_independent(factory, c: int) -> None:
 
 def test_simam_onnx_handles_one_by_one() -> None:
     """The exported graph keeps H*W symbolic, including the 1x1 guard."""
-    _onnx_roundtrip(SimAM(8), 8, [(1, 8, 1, 1), (2, 8, 5, 3)])
+    onnx_roundtrip(SimAM(8), (2, 8, 16, 16), [(1, 8, 1, 1), (2, 8, 5, 3)], _seeded_input)
 
 
 # ------------------------------------------------------------------------------------------------------- models
