@@ -105,3 +105,18 @@ def compare_reference(tmp_path_factory, coco8_copy, broken_yaml) -> dict:
     run = subprocess.run(command, cwd=work, capture_output=True, text=True, env=subprocess_env(), timeout=900)
     assert run.returncode == 0, f"{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     return {"work": work, "folder": work / "runs" / "compare" / "full", "args": args, "stdout": run.stdout}
+
+
+def load_in_fresh_process(model: object, folder: Path, report: str) -> str:
+    """Save ``model`` as an Ultralytics checkpoint, load it with ``load_checkpoint`` under ``ULTRALYTICS_SAFE_LOAD=1``
+    in a fresh interpreter (only the start-up hook registers the plugin there), and return what ``report`` (a Python
+    expression over the loaded model ``m``) printed."""
+    import torch
+
+    path = folder / "ckpt.pt"
+    torch.save({"model": model, "train_args": {}}, path)
+    code = f"from ultralytics.nn.tasks import load_checkpoint\nm, _ = load_checkpoint({str(path)!r})\nprint({report})\n"
+    env = subprocess_env(ULTRALYTICS_SAFE_LOAD="1")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.strip().splitlines()[-1]

@@ -18,7 +18,7 @@ import pytest
 import torch
 import ultralytics
 import yaml
-from conftest import subprocess_env
+from conftest import load_in_fresh_process, subprocess_env
 from torch import nn
 
 from yolo_attn.plugin import integration, registry
@@ -362,19 +362,8 @@ def test_checkpoint_unpickles_in_a_fresh_process_with_safe_load(tmp_path):
     """Block classes are created on demand by name when a checkpoint is unpickled (also weights_only)."""
     cfg = _with_blocks(_cfg("11/yolo11.yaml"), "C3k2", "C3k2_SE", scale="n")
     model = DetectionModel(cfg, verbose=False)
-    path = tmp_path / "ckpt.pt"
-    torch.save({"model": model, "train_args": {}}, path)
-    code = (
-        "import torch, ultralytics.nn.tasks as t\n"
-        "from ultralytics.nn.tasks import load_checkpoint\n"
-        f"m, _ = load_checkpoint({str(path)!r})\n"
-        "print('LOADED', type(m.model[13]).__module__, type(m.model[13]).__name__, len(m.model[13].attn_layers))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(ULTRALYTICS_SAFE_LOAD="1")
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip().splitlines()[-1] == "LOADED yolo_attn.plugin.blocks C3k2_SE 1"
+    report = "'LOADED', type(m.model[13]).__module__, type(m.model[13]).__name__, len(m.model[13].attn_layers)"
+    assert load_in_fresh_process(model, tmp_path, report) == "LOADED yolo_attn.plugin.blocks C3k2_SE 1"
 
 
 def test_place_replaces_stock_block_rows_and_refuses_others(tmp_path):

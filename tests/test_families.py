@@ -21,6 +21,7 @@ import torch.nn as nn
 import yaml
 from conftest import console_script, subprocess_env
 
+from yolo_attn.bench.flops import first_tensor
 from yolo_attn.plugin import integration, registry
 from yolo_attn.variants import families
 from yolo_attn.variants.families import VariantNameError, parse_variant_name, resolve_variant_yaml
@@ -295,26 +296,13 @@ def _base(stem: str) -> nn.Module:
     return _BASES[stem]
 
 
-def _first_tensor(x):
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (list, tuple)):
-        for v in x:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
 def _run_rows(model: nn.Module, layer_cls: type) -> tuple[dict[int, tuple], list[tuple[int, int]]]:
     """Output shape of every row, and (input channels, output channels) of every ``layer_cls`` instance anywhere."""
     shapes: dict[int, tuple] = {}
     seen: list[tuple[int, int]] = []
     hooks = []
     for m in model.model:
-        hooks.append(
-            m.register_forward_hook(lambda mod, i, o: shapes.__setitem__(mod.i, tuple(_first_tensor(o).shape)))
-        )
+        hooks.append(m.register_forward_hook(lambda mod, i, o: shapes.__setitem__(mod.i, tuple(first_tensor(o).shape))))
     for m in model.modules():
         if isinstance(m, layer_cls):
             hooks.append(m.register_forward_hook(lambda mod, i, o: seen.append((i[0].shape[1], o.shape[1]))))
@@ -547,7 +535,7 @@ def test_yolo_cli_trains_validates_and_exports_yolo26n_ema(tmp_path, coco8_copy)
         x = rng.random(shape, dtype=np.float32)
         onnx_out = session.run(None, {session.get_inputs()[0].name: x})[0]
         with torch.no_grad():
-            ref = _first_tensor(reference(torch.from_numpy(x))).numpy()
+            ref = first_tensor(reference(torch.from_numpy(x))).numpy()
         assert onnx_out.shape == ref.shape
         for got, want in zip(onnx_out, ref):  # per image: YOLO26's top-k rows (x1, y1, x2, y2, score, class)
             _assert_same_detections(got, want)

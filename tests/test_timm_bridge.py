@@ -314,22 +314,10 @@ def test_dynamic_onnx_two_shapes(name: str) -> None:
 
 def test_checkpoint_loads_under_restricted_loading(tmp_path, single_torch_thread) -> None:
     """ULTRALYTICS_SAFE_LOAD=1: the allow-list then includes timm's layer classes that TimmAttn pickles."""
-    import subprocess
-
-    from conftest import subprocess_env
+    from conftest import load_in_fresh_process
 
     from yolo_attn.variants.edit import insert_layer
 
     model = _build(insert_layer(YOLOV8, "TimmAttn", ["gc"], after=NECK))
-    path = tmp_path / "timm.pt"
-    torch.save({"model": model, "train_args": {}}, path)
-    code = (
-        "from ultralytics.nn.tasks import load_checkpoint\n"
-        f"m, _ = load_checkpoint({str(path)!r})\n"
-        "print('LOADED', sum(type(x).__name__ == 'TimmAttn' for x in m.model))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(ULTRALYTICS_SAFE_LOAD="1")
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip().splitlines()[-1] == "LOADED 3"
+    report = "'LOADED', sum(type(x).__name__ == 'TimmAttn' for x in m.model)"
+    assert load_in_fresh_process(model, tmp_path, report) == "LOADED 3"

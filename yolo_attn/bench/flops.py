@@ -84,12 +84,13 @@ def _packets(*names: str) -> list[Any]:
     return [p for p in (getattr(aten, n, None) for n in names) if p is not None]
 
 
-def _first_tensor(out: Any) -> torch.Tensor | None:
+def first_tensor(out: Any) -> torch.Tensor | None:
+    """The first tensor in a module's output (Detect and friends return tuples and lists of tensors)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)):
         for o in out:
-            t = _first_tensor(o)
+            t = first_tensor(o)
             if t is not None:
                 return t
     return None
@@ -109,7 +110,7 @@ def _clone(obj: Any) -> Any:
 
 
 def _numel(out: Any) -> int:
-    t = _first_tensor(out)
+    t = first_tensor(out)
     return t.numel() if t is not None else 0
 
 
@@ -120,7 +121,7 @@ def _conv_rule(args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
     x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else kwargs.get("bias")
     transposed = bool(args[6]) if len(args) > 6 else bool(kwargs.get("transposed", False))
-    y = _first_tensor(out)
+    y = first_tensor(out)
     gathered = x.numel() if transposed else y.numel()
     macs = gathered * w.shape[1] * math.prod(w.shape[2:])
     return macs, y.numel() if bias is not None else 0
@@ -187,7 +188,7 @@ def _layer_norm_rule(args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
 
 
 def _pool_rule(args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
-    y = _first_tensor(out)
+    y = first_tensor(out)
     kernel = args[1] if len(args) > 1 else kwargs.get("kernel_size")
     spatial = y.dim() - 2 if y.dim() >= 3 else 1
     if isinstance(kernel, int):
@@ -499,7 +500,7 @@ class OpCounter(TorchDispatchMode):
                     top, _ = self._stack.pop()
                     if top == name:
                         break
-                t = _first_tensor(output)
+                t = first_tensor(output)
                 if t is not None:
                     self.module_shapes[name] = list(t.shape)
                 if record and self._pending[name]:
@@ -839,7 +840,7 @@ def _count_formulations(
                     f"{name or '<root>'} ({type(module).__name__}) raised {exc!r}"
                 ) from exc
             worst = max(worst, _rel_diff(ref, out))
-            t = _first_tensor(args)
+            t = first_tensor(args)
             shapes.append(list(t.shape) if t is not None else None)
         # The counting input is often all zeros (so are a random-weight model's activations): check the maths on
         # random inputs of the recorded shapes too, outside the counter.

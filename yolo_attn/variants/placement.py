@@ -578,22 +578,11 @@ def _abs_sources(m: Any) -> list[int]:
     return [x if x >= 0 else m.i + x for x in ([f] if isinstance(f, int) else f)]
 
 
-def _first_tensor(x: Any) -> Any:
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (list, tuple)):
-        for v in x:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
 def _run(seq: Any, x: Any, path: Path | None = None, lines: Sequence[int | None] = (), record: dict | None = None):
     """Ultralytics' ``_predict_once`` over every row, keeping every output; errors name the failing row."""
     import torch
+
+    from yolo_attn.bench.flops import first_tensor
 
     y: list[Any] = []
     for m in seq:
@@ -620,7 +609,7 @@ def _run(seq: Any, x: Any, path: Path | None = None, lines: Sequence[int | None]
                 f"{where}row {m.i} ({module}) failed on inputs from rows {srcs} with shapes {shapes}: {exc}", row=m.i
             ) from exc
         if record is not None:
-            t = _first_tensor(out)
+            t = first_tensor(out)
             record[m.i] = list(t.shape) if t is not None else None
         y.append(out)
         x = out
