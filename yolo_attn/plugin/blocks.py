@@ -49,6 +49,7 @@ __all__ = [
     "part_class",
     "part_classes",
     "split_block_name",
+    "stock_block_of",
 ]
 
 #: Stock blocks with attention variants. ``C3k2`` is a ``C2f`` subclass; its inner ``C3k`` blocks are ``C3`` subclasses.
@@ -59,7 +60,6 @@ POSITIONS: dict[str, str] = {
     "fuse": "once, on the concatenation before the block's final 1x1 fusion conv (cv2 of C2f/C3k2/C2, cv3 of C3)",
 }
 DEFAULT_POSITION = "bottleneck"
-_RESERVED = ("position",)  # option names the block takes for itself; every other option goes to the layer
 
 _LOCK = threading.RLock()
 _CLASSES: dict[tuple[str, str], type[nn.Module]] = {}
@@ -248,6 +248,14 @@ def split_block_name(name: str) -> tuple[str, registry.LayerSpec] | None:
     return (block, spec) if spec is not None else None
 
 
+def stock_block_of(module: object) -> str | None:
+    """The stock block of a ``<Block>_<Layer>`` YAML module name (``C2f_EMA`` -> ``C2f``), else None."""
+    if not isinstance(module, str) or "_" not in module:
+        return None
+    parsed = split_block_name(module)
+    return parsed[0] if parsed else None
+
+
 def block_class(block: str, layer: str | registry.LayerSpec) -> type[nn.Module]:
     """The ``<block>_<layer>`` class (created once per pair; ``layer`` may be an alias or a registration).
 
@@ -260,7 +268,7 @@ def block_class(block: str, layer: str | registry.LayerSpec) -> type[nn.Module]:
     with _LOCK:
         key = (block, spec.name)
         cls = _CLASSES.get(key)
-        if cls is None or cls.layer_name != spec.name:
+        if cls is None:
             stock = _ultralytics()[block]
             name = f"{block}_{spec.name}"
             doc = (

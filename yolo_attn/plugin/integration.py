@@ -327,11 +327,13 @@ def _fork_name(name: str) -> tuple[str, str] | None:
         from yolo_attn.variants.migrate import FORK_NAMES
     except ImportError:
         return None
+    from yolo_attn.plugin.blocks import BLOCKS
+
     block, sep, rest = name.partition("_")
     if name in FORK_NAMES:
         meant = FORK_NAMES[name]
         layer = meant
-    elif sep and rest in FORK_NAMES and block in ("C2f", "C3k2", "C3", "C2"):
+    elif sep and rest in FORK_NAMES and block in BLOCKS:
         layer = FORK_NAMES[rest]
         meant = f"{block}_{layer}"
     else:

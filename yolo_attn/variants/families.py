@@ -41,7 +41,9 @@ from pathlib import Path
 import yaml
 
 from yolo_attn.plugin import registry
-from yolo_attn.variants.edit import insert_layer, replace_layer, rewrite_rows
+from yolo_attn.plugin.blocks import BLOCKS
+from yolo_attn.variants.edit import _LOADER, _sources, insert_layer, replace_layer, rewrite_rows
+from yolo_attn.variants.transfer import _freeze
 
 __all__ = [
     "BLOCK_MODULES",
@@ -69,8 +71,8 @@ CONV_PLACEMENTS: dict[str, str] = {
     "neck": "the head's stride-2 Conv rows (PAN downsampling) become the layer (default)",
     "blocks": "inside the head's C2f/C3k2/C3/C2 blocks: the bottlenecks' 3x3 convs become the layer",
 }
-#: Stock blocks whose rows ``-blocks`` renames (the block classes of :mod:`yolo_attn.plugin.blocks`).
-BLOCK_MODULES: tuple[str, ...] = ("C2f", "C3k2", "C3", "C2")
+#: Stock blocks whose rows ``-blocks`` renames: the blocks of :mod:`yolo_attn.plugin.blocks`.
+BLOCK_MODULES: tuple[str, ...] = BLOCKS
 #: Other stock CSP-style blocks a head may hold; ``-blocks`` leaves them stock and the header says so.
 _OTHER_BLOCKS = frozenset(
     {"A2C2f", "C2fCIB", "RepC3", "C3Ghost", "C3x", "C3TR", "C2fPSA", "C2PSA", "C2fAttn", "RepNCSPELAN4", "C1"}
@@ -80,7 +82,6 @@ CACHE_ENV = "YOLO_ATTN_VARIANT_DIR"  # overrides the root of the generated-YAML 
 _SUFFIXES = (".yaml", ".yml")
 _UNIFY = re.compile(r"(\d+)([nslmx])(.+)?$")  # Ultralytics' yaml_model_load rule: yolov8s-ema -> yolov8-ema
 _CANDIDATE = re.compile(r"^(yolo|rtdetr)", re.IGNORECASE)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class VariantNameError(ValueError):
@@ -323,20 +324,12 @@ def parse_variant_name(name: str | os.PathLike, *, skip_existing: bool = True) -
 
 
 # ------------------------------------------------------------------------------------------------- placement rules
-def _sources(f: int | list, index: int) -> list[int]:
-    return [x if x >= 0 else index + x for x in ([f] if isinstance(f, int) else f)]
-
-
 @functools.lru_cache(maxsize=64)
 def _base_structure(path: Path) -> tuple[tuple, int, str]:
     text = path.read_text(encoding="utf-8")
     d = yaml.load(text, Loader=_LOADER)
     rows = tuple(tuple(_freeze(x) for x in r) for r in d["backbone"] + d["head"])
     return rows, len(d["backbone"]), text
-
-
-def _freeze(value):
-    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
 
 
 def _head_modules(rows: Sequence, n_backbone: int) -> list[str]:

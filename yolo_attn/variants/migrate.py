@@ -41,7 +41,8 @@ from typing import Any
 import yaml
 
 from yolo_attn.plugin import registry
-from yolo_attn.variants.edit import YAMLEditError, format_row, parse_rows, rewrite_rows
+from yolo_attn.plugin.layer_args import conv_scaled
+from yolo_attn.variants.edit import _LOADER, YAMLEditError, _sources, format_row, parse_rows, rewrite_rows
 from yolo_attn.variants.families import BLOCK_MODULES
 
 __all__ = ["FORK_NAMES", "Change", "MigrateError", "Migration", "Problem", "migrate", "migrate_command"]
@@ -80,7 +81,6 @@ _GENERIC_BLOCK_SUFFIXES = ("ATT", "Att", "Attn", "ATTN", "Attention", "attention
 _HINTS = {
     "ODConv2d": "yolo-attn's conv-like layer is ODConv (ODConv2d + BatchNorm + SiLU, args like Conv: [c2, k, s])",
 }
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class MigrateError(ValueError):
@@ -206,10 +206,6 @@ class _Stand:
     why: str = ""
 
 
-def _sources(f: Any, index: int) -> list[int]:
-    return [x if x >= 0 else index + x for x in ([f] if isinstance(f, int) else f)]
-
-
 def _stand_in(i: int, row: list, spec: registry.LayerSpec | None, block: tuple[str, Any] | None) -> _Stand:
     f, n, module, args = row
     first = f if isinstance(f, int) else f[0]
@@ -278,17 +274,7 @@ def _parse_channels(d: dict, stands: list[_Stand], scale: str | None, config: tu
     raise MigrateError(f"Ultralytics' parse_model could not build the YAML's rows to count channels: {error}")
 
 
-def _conv_scaled(value: float, width: float, max_channels: float) -> int:
-    return int(math.ceil(min(value, max_channels) * width / 8) * 8)
-
-
 # ------------------------------------------------------------------------------------------------------ migrate
-def _row_lines(text: str) -> list[int]:
-    root = yaml.compose(text, Loader=_LOADER)
-    sections = {k.value: v for k, v in root.value}
-    return [n.start_mark.line + 1 for s in ("backbone", "head") for n in sections[s].value]
-
-
 def _binding(cls: type, args: Sequence) -> str:
     """``factor=8`` for the args after the channels, from the layer's signature."""
     try:
@@ -333,7 +319,7 @@ def migrate(
         raise MigrateError(f"{source}: {exc}") from exc
     d = model_rows.data
     rows = [copy.deepcopy(r.row) for r in model_rows.rows]
-    lines = _row_lines(text) if model_rows.one_line_rows else [None] * len(rows)
+    lines = [r.line + 1 for r in model_rows.rows] if model_rows.one_line_rows else [None] * len(rows)
     literal_rows = {int(i) % len(rows) for i in literal}
     result = Migration(text="")
     if not model_rows.one_line_rows:
@@ -443,7 +429,7 @@ def migrate(
             )
             continue
         true = {name: ch[src] for name, ch in per_scale.items()}
-        scaled_ok = {name: _conv_scaled(first, cfg[1], cfg[2]) == true[name] for name, cfg in configs.items()}
+        scaled_ok = {name: conv_scaled(first, cfg[1], cfg[2]) == true[name] for name, cfg in configs.items()}
         shown = ", ".join(map(str, true.values())) + (f" at {', '.join(true)}" if "" not in true else " (no scales)")
         source_text = f"row {src} {rows[src][2]}: {nominal[src]} unscaled; {shown}"
         if i in literal_rows:
@@ -552,7 +538,7 @@ def _maybe_literal_key(body, d, rows, changes, specs, per_scale, configs, result
             continue
         for name, cfg in configs.items():
             c1 = per_scale[name][srcs[0]]
-            if c1 in (first, _conv_scaled(first, cfg[1], cfg[2])):
+            if c1 in (first, conv_scaled(first, cfg[1], cfg[2])):
                 result.kept.append(
                     Problem(
                         i,

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from yolo_attn.plugin import registry
+from yolo_attn.plugin.blocks import stock_block_of
 from yolo_attn.variants.edit import (
     YAMLEditError,
     find_rows,
@@ -144,7 +145,7 @@ def _layer_kind(name: str) -> str:
         return registry.get_spec(name).kind
     except KeyError:
         pass
-    if _block_of(name):
+    if stock_block_of(name):
         return "block"
     import torch.nn as nn
 
@@ -168,16 +169,6 @@ def _layer_kind(name: str) -> str:
     )
 
 
-def _block_of(module: Any) -> str | None:
-    """The stock block of a ``<Block>_<Layer>`` name (``C2f_EMA`` -> ``C2f``), else None."""
-    if not isinstance(module, str) or "_" not in module:
-        return None
-    from yolo_attn.plugin.blocks import split_block_name
-
-    parsed = split_block_name(module)
-    return parsed[0] if parsed else None
-
-
 def _is_plugin(module: Any) -> bool:
     if not isinstance(module, str):
         return False
@@ -185,7 +176,7 @@ def _is_plugin(module: Any) -> bool:
         registry.get_spec(module)
         return True
     except KeyError:
-        return _block_of(module) is not None
+        return stock_block_of(module) is not None
 
 
 def _conv_like(module: str) -> bool:
@@ -349,7 +340,7 @@ def _place(
                 raise PlacementError("after=/before= insert a layer: give layer=<name> (e.g. layer=EMA)")
             if _layer_kind(layer) == "block":
                 raise PlacementError(
-                    f"{layer} is a block with attention inside: it replaces a stock {_block_of(layer)} row "
+                    f"{layer} is a block with attention inside: it replaces a stock {stock_block_of(layer)} row "
                     f"(replace=<row> layer={layer}) rather than being inserted"
                 )
             cli += [f"layer={layer}"] + [
@@ -370,10 +361,11 @@ def _place(
             for t in replace:
                 module = rows[t % n_rows].row[2]
                 if kind == "block":
-                    if _block_of(module) != _block_of(layer) and module != _block_of(layer) and not force:
+                    stock = stock_block_of(layer)
+                    if stock_block_of(module) != stock and module != stock and not force:
                         raise fail(
-                            f"replace={t}: row {t % n_rows} is {module}, not a {_block_of(layer)} row; {layer} takes "
-                            f"the args of a stock {_block_of(layer)} row",
+                            f"replace={t}: row {t % n_rows} is {module}, not a {stock} row; {layer} takes "
+                            f"the args of a stock {stock} row",
                             t % n_rows,
                         )
                     continue

@@ -104,12 +104,9 @@ def _kind(module: str) -> str | None:
 
 def _stock_block(module: str) -> str:
     """``C2f_EMA`` -> ``C2f`` (a block with attention inside keeps the stock block's parameter names); else as is."""
-    if not isinstance(module, str) or "_" not in module:
-        return module
-    from yolo_attn.plugin.blocks import split_block_name
+    from yolo_attn.plugin.blocks import stock_block_of
 
-    parsed = split_block_name(module)
-    return parsed[0] if parsed else module
+    return stock_block_of(module) or module
 
 
 def _conv_like(module: str) -> bool:
