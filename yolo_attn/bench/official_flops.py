@@ -213,14 +213,3 @@ def odconv2d_official(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if m.bias is not None:
         out = out + m.bias.view(1, -1, 1, 1)
     return out
-
-
-def _register_builtin_formulations() -> None:
-    """Formulations of built-in layers whose file does not declare one itself."""
-    from yolo_attn.layers.odconv import ODConv2d
-
-    if "official_formulation" not in ODConv2d.__dict__:
-        register_official_formulation(ODConv2d, odconv2d_official)
-
-
-_register_builtin_formulations()

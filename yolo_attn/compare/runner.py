@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_attn.compare.executors import ExecutorError, LocalExecutor, RayExecutor, eval_device, gpu_list, plan_devices
-from yolo_attn.compare.progress import PREFIX, Progress, format_seconds
+from yolo_attn.compare.progress import PREFIX, Progress
 from yolo_attn.compare.worker import read_json, write_json_atomic
 
 # Settings that must be identical across every run of a comparison (models and seeds may grow).
@@ -58,8 +58,6 @@ DEFAULT_THREADS = 1
 # Steps run on the run folder after the tables are written (figures, report.html, ...): each is called as
 # ``step(folder, verbose)``. The integration point for post-processing; see :func:`post_process`.
 POST_PROCESSORS: list[Callable[[Path, bool], Any]] = []
-
-_format_seconds = format_seconds  # kept for callers of the former private helper
 
 
 def model_label(model: str) -> str:

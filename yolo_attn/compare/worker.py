@@ -42,21 +42,18 @@ SHIPPED_FILES = ("eval.json", "results.csv", "args.yaml")
 SHIPPED_MAX_BYTES = 2_000_000
 
 
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write JSON via a temporary file and rename, so a crash never leaves a half-written result."""
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # writers never share a tmp file
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """:func:`write_text_atomic` of ``data`` as indented JSON."""
+    write_text_atomic(json.dumps(data, indent=2, default=str), path)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
