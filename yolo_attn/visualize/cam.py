@@ -54,9 +54,14 @@ CAM_METHODS: dict[str, str] = {
 SCALES = ("grid", "layer")
 
 
-def _cam_class(method: str) -> type:
+def _method_key(method: str) -> str:
+    """The CAM_METHODS key a spelling names (``Grad-CAM++`` -> ``gradcam++``); unknown spellings unchanged."""
     key = str(method).lower().replace("_", "").replace("-", "")
-    key = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}.get(key, key)
+    return {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}.get(key, key)
+
+
+def _cam_class(method: str) -> type:
+    key = _method_key(method)
     if key not in CAM_METHODS:
         raise ValueError(f"cam: method={method!r} is not one of {', '.join(CAM_METHODS)}")
     try:
@@ -146,14 +151,6 @@ def _nms(raw: torch.Tensor, conf: float, iou: float, cls: int | None) -> Detecti
         classes=det[:, 5].long().cpu().numpy(),
         anchors=idx.long().view(-1).cpu().numpy(),
     )
-
-
-def detect(
-    model: nn.Module, x: torch.Tensor, conf: float = 0.25, iou: float = 0.7, cls: int | None = None
-) -> Detections:
-    """The model's detections after Ultralytics' NMS for a (1, 3, H, W) input."""
-    with torch.no_grad():
-        return _nms(_RawOutput(model)(x), conf, iou, cls)
 
 
 def default_layers(model: nn.Module) -> list[int]:
@@ -350,15 +347,13 @@ def _draw_grid(
                     columns[c], (0.5, 1.22), xycoords="axes fraction", ha="center", fontsize=7, fontweight="bold"
                 )
     if scale == "grid":
-        cax = fig.add_axes((right + 0.2 / fig_w, 0.12, 0.15 / fig_w, 0.7))
-        bar = fig.colorbar(plt.cm.ScalarMappable(norm=norms[0], cmap=cmap), cax=cax)
-        bar.set_label("CAM (one scale for the whole grid)", fontsize=6)
-        bar.ax.tick_params(labelsize=5)
+        norm, label = norms[0], "CAM (one scale for the whole grid)"
     else:
-        cax = fig.add_axes((right + 0.2 / fig_w, 0.12, 0.15 / fig_w, 0.7))
-        bar = fig.colorbar(plt.cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap), cax=cax)
-        bar.set_label("CAM / column max (one scale per column)", fontsize=6)
-        bar.ax.tick_params(labelsize=5)
+        norm, label = colors.Normalize(0, 1), "CAM / column max (one scale per column)"
+    cax = fig.add_axes((right + 0.2 / fig_w, 0.12, 0.15 / fig_w, 0.7))
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+    bar.set_label(label, fontsize=6)
+    bar.ax.tick_params(labelsize=5)
     import textwrap
 
     title = "\n".join(textwrap.wrap(title, width=int((fig_w - 0.4) * 16), max_lines=3, placeholder=" ..."))
@@ -426,6 +421,12 @@ def render_cam_grids(
         ]
     else:
         columns = [f"layers={spec}" for spec in (layers if isinstance(layers, (list, tuple)) else [layers])]
+    if _method_key(method) == "eigencam":  # any spelling _cam_class accepts
+        target = "no target (EigenCAM: first principal component of the activations)"
+    else:
+        target = f"target: sum of the detections' scores after NMS (conf {conf}, IoU {iou}"
+        target += f", class {cls})" if cls is not None else ")"
+    class_names = [m.class_names for m in loaded]
     out = Path(out)
     grids = []
     for image in images:
@@ -450,17 +451,12 @@ def render_cam_grids(
             detections=dets,
             vmax=vmax,
         )
-        if method.lower() == "eigencam":
-            target = "no target (EigenCAM: first principal component of the activations)"
-        else:
-            target = f"target: sum of the detections' scores after NMS (conf {conf}, IoU {iou}"
-            target += f", class {cls})" if cls is not None else ")"
         empty = "" if heatmaps.max() > 0 else "; all maps are 0 (no detection to explain)"
         title = (
             f"{method}, {image.name} letterboxed to {x.shape[-1]}x{x.shape[-2]}; {target}; "
             f"{'one colour scale for the grid' if scale == 'grid' else 'one colour scale per column'}{empty}"
         )
-        _draw_grid(rgb, grid, columns, [m.class_names for m in loaded], title, scale)
+        _draw_grid(rgb, grid, columns, class_names, title, scale)
         grid.seconds = time.perf_counter() - t0
         grids.append(grid)
         if verbose:

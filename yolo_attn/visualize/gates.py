@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +266,6 @@ class DisplayMap:
     title: str
     style: str  # "spatial" or "channel"
     values: np.ndarray
-    sources: list[str] = field(default_factory=list)
 
 
 def _gated_channels(g: Tensor) -> Tensor:
@@ -320,7 +319,7 @@ def display_maps(gates: dict[str, GateMap], index: int = 0) -> list[DisplayMap]:
                 continue
             what = " strip" if gate.kind in ("strip_h", "strip_w") else ""
             extra = f", mean of {k} {'group maps' if gate.kind == 'spatial' else 'channels'}" if k > 1 else ""
-            panels.append(DisplayMap(f"{gate.name}{what} ({size}{extra})", "spatial", g.mean(0).numpy(), [gate.name]))
+            panels.append(DisplayMap(f"{gate.name}{what} ({size}{extra})", "spatial", g.mean(0).numpy()))
         maps = [m for m in members if m.kind != "channel"]
         if len(maps) >= 2:
             whole = layer_gate(maps)[index].float().cpu()
@@ -336,7 +335,6 @@ def display_maps(gates: dict[str, GateMap], index: int = 0) -> list[DisplayMap]:
                     f"{layer} {what} ({h}x{w}" + (f", mean of {c} channels)" if c > 1 else ")"),
                     "spatial",
                     whole.mean(0).numpy(),
-                    [m.name for m in maps],
                 )
             )
     return panels
@@ -521,8 +519,6 @@ def render_gate_maps(
         for m in loaded:
             gates = collect_gates(m, x)
             panels = display_maps(gates)
-            if not gates:
-                panels = []
             rows.append((m.title + ("" if gates else ": no gate-declaring attention layer"), panels))
             if save_maps:
                 save_gate_maps(gates, out / "maps" / image.stem / safe_filename(m.name))
