@@ -23,7 +23,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from yolo_attn.layers._gate import GateTap
-from yolo_attn.layers.se import _check_channels
+from yolo_attn.layers.se import _check_channels, _exporting
 
 __all__ = ["EMA"]
 
@@ -415,7 +415,7 @@ class EMA(nn.Module):
             self.conv3x3.weight,
             self.conv3x3.bias,
         ]
-        exporting = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        exporting = _exporting()
         device = x.device.type
         if x.dtype in (torch.float16, torch.bfloat16) or _autocast_enabled(device) or params[0].dtype != x.dtype:
             # Compute in float32, as autocast does for the official GroupNorm: the per-channel statistics and

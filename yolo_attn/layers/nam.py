@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolo_attn.layers._gate import GateTap
-from yolo_attn.layers.se import _check_channels
+from yolo_attn.layers.se import _check_channels, _exporting
 
 __all__ = ["NAM"]
 
@@ -92,7 +92,7 @@ class NAM(nn.Module):
         else:  # a converted norm (SyncBatchNorm, frozen BN): call it as the official code does
             logits = bn(x) * w[:, None, None]
         gate = logits.sigmoid_()  # in place: batch_norm's backward does not need its output
-        exporting = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        exporting = _exporting()
         if exporting or self.element_gate.observed or torch.is_grad_enabled():
             return x * self.element_gate(gate)
         return gate.mul_(x)  # inference: reuse the gate's buffer

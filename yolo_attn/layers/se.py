@@ -20,6 +20,11 @@ from yolo_attn.layers._gate import GateTap
 __all__ = ["SE"]
 
 
+def _exporting() -> bool:
+    """Whether the forward is being scripted, traced or exported to ONNX (fast paths then take the plain ops)."""
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def _check_channels(layer: str, c1: object) -> int:
     """Return ``c1`` as an int or raise a ValueError that says what went wrong in the YAML row.
 

@@ -37,7 +37,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from yolo_attn.layers._gate import GateTap
-from yolo_attn.layers.se import _check_channels
+from yolo_attn.layers.se import _check_channels, _exporting
 
 __all__ = ["ShuffleAttention", "channel_shuffle"]
 
@@ -265,7 +265,7 @@ class ShuffleAttention(nn.Module):
     def _forward(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         if self.channel_gate.observed or self.spatial_gate.observed:
             return self._forward_gates(x, params)
-        exporting = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        exporting = _exporting()
         if exporting or self.groups % 2 or x.shape[2] * x.shape[3] < _FAST_MIN_HW:
             # Export; odd G (no strided view matches the shuffle); small maps, where the fast path's extra small ops
             # cost more than the full-size passes they save: the official op sequence.

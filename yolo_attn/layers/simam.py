@@ -22,13 +22,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from yolo_attn.layers._gate import GateTap
-from yolo_attn.layers.se import _check_channels
+from yolo_attn.layers.se import _check_channels, _exporting
 
 __all__ = ["SimAM"]
-
-
-def _exporting() -> bool:
-    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _normalised(x: torch.Tensor, e_lambda: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float]:
