@@ -113,7 +113,7 @@ def register_layer(
                 raise ValueError(f"register_layer: name {candidate!r} is not a valid Python identifier")
         _check_kind(kind, layer_name)
         for candidate in (layer_name, *alias_names):
-            owner = _REGISTRY.get(candidate) or _REGISTRY.get(_ALIASES.get(candidate, ""))
+            owner = _lookup(candidate)
             if owner is not None and not force:
                 raise KeyError(
                     f"{candidate!r} is already registered (to {owner.cls.__module__}.{owner.cls.__qualname__}, "
@@ -153,9 +153,14 @@ def unregister_layer(name: str) -> LayerSpec:
     return spec
 
 
+def _lookup(name: str) -> LayerSpec | None:
+    """The registration of a registered name or alias (exact case), else None."""
+    return _REGISTRY.get(name) or _REGISTRY.get(_ALIASES.get(name, ""))
+
+
 def get_spec(name: str) -> LayerSpec:
     """Return the registration for ``name`` (a registered name or alias); the ``KeyError`` lists the valid names."""
-    spec = _REGISTRY.get(name) or _REGISTRY.get(_ALIASES.get(name, ""))
+    spec = _lookup(name)
     if spec is None:
         raise KeyError(f"no layer named {name!r} is registered; registered layers: {_valid_names()}")
     return spec
@@ -163,7 +168,7 @@ def get_spec(name: str) -> LayerSpec:
 
 def find_spec(name: str) -> LayerSpec | None:
     """Like :func:`get_spec` but case-insensitive (``ema``, ``simam``, ``sa``); None when nothing or several match."""
-    exact = _REGISTRY.get(name) or _REGISTRY.get(_ALIASES.get(name, ""))
+    exact = _lookup(name)
     if exact is not None:
         return exact
     folded = name.casefold()
