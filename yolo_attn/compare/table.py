@@ -33,6 +33,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from yolo_attn.evaluation.results_csv import read_results_csv
+
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VISDRONE_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10", "AR100", "AR500")
 COST_COLUMNS = ("params_M", "gflops", "gflops_executed", "latency_p50_ms", "fps")
@@ -165,20 +167,12 @@ def epoch_durations(results_csv: Path) -> list[float]:
     """Per-epoch wall times (s) from Ultralytics' ``results.csv`` ``time`` column (cumulative since the training
     (re)started); [] when the file or the column is missing or unreadable."""
     try:
-        with Path(results_csv).open(encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
+        times = read_results_csv(Path(results_csv)).get("time", [])
     except OSError:
         return []
-    if len(rows) < 2:
-        return []
-    header = [h.strip() for h in rows[0]]
-    if "time" not in header:
-        return []
-    col = header.index("time")
     durations: list[float] = []
     previous = 0.0
-    for raw in rows[1:]:
-        t = _float(raw[col]) if col < len(raw) else None
+    for t in times:
         if t is None:
             continue
         # a resumed run restarts the clock: an epoch whose time went down is its own (time since the restart)

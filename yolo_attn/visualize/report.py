@@ -16,7 +16,6 @@ Everything is read from the files compare writes (``config.json``, ``results/<mo
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import html
 import json
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from yolo_attn.evaluation.results_csv import read_results_csv
 from yolo_attn.visualize._common import list_images, load_model, matplotlib_pyplot
 
 __all__ = ["render_compare_figures", "write_report", "find_weights"]
@@ -185,24 +185,6 @@ def render_compare_figures(
 
 
 # ------------------------------------------------------------------------------------------------ data for plots
-def _float(text: str) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def read_results_csv(path: Path) -> dict[str, list[float | None]]:
-    """Ultralytics' ``results.csv`` as ``column -> values`` (names stripped of padding)."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        return {}
-    header = [h.strip() for h in rows[0]]
-    return {h: [_float(r[i]) if i < len(r) else None for r in rows[1:]] for i, h in enumerate(header)}
-
-
 def _curve_series(table: dict[str, list[float | None]]) -> dict[str, list[float | None]]:
     """The plotted quantities: summed train and val losses, and Ultralytics' per-epoch mAP50 / mAP50-95."""
     out: dict[str, list[float | None]] = {}
