@@ -684,13 +684,13 @@ class _Counts:
 
     def official_of(self, name: str) -> tuple[int, int]:
         for d, sub in self.official.items():
-            if d == "" or name == d or name.startswith(d + "."):
+            if _within(name, d):
                 rel = name if d == "" else name[len(d) + 1 :]
                 macs, elem = sub.get(rel, (0, 0))
                 return int(macs), int(elem)
         macs, elem = self.executed_of(name)
         for d, sub in self.official.items():
-            if name == "" or d.startswith(name + "."):
+            if _within(d, name):  # (d == name returned above) a formulation nested in this module
                 d_macs, d_elem = self.executed_of(d)
                 macs += int(sub[""][0]) - d_macs
                 elem += int(sub[""][1]) - d_elem
@@ -760,13 +760,18 @@ def _plugin_rows(
     return rows
 
 
+def _within(name: str, ancestor: str) -> bool:
+    """Whether the module called ``name`` is ``ancestor`` or nested inside it (``""`` is the root)."""
+    return ancestor == "" or name == ancestor or name.startswith(ancestor + ".")
+
+
 def _row_formulation(name: str, formulations: dict[str, str]) -> str:
     """Which official formulations a row's headline count comes from ("as executed" when none)."""
     used = []
     for d, f in formulations.items():
-        if d == name or d == "" or name.startswith(d + "."):  # the row is (inside) a module with a formulation
+        if _within(name, d):  # the row is (inside) a module with a formulation
             used.append(f)
-        elif name == "" or d.startswith(name + "."):  # a module with a formulation is nested in the row
+        elif _within(d, name):  # a module with a formulation is nested in the row
             used.append(f"{d[len(name) + 1 :] if name else d}: {f}")
     return "; ".join(used) if used else "as executed"
 
@@ -777,7 +782,7 @@ def _outermost_formulations(model: nn.Module) -> dict[str, tuple[nn.Module, Call
 
     found: dict[str, tuple[nn.Module, Callable[..., Any]]] = {}
     for name, m in model.named_modules():
-        if any(d == "" or name.startswith(d + ".") for d in found):
+        if any(_within(name, d) for d in found):  # (names are unique: never d == name)
             continue
         fn = official_formulation_of(m)
         if fn is not None:

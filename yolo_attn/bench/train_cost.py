@@ -176,21 +176,29 @@ def peak_step_memory(step: Callable[[], None], device: torch.device) -> dict[str
     }
 
 
+def _training_step(
+    model: nn.Module, batch: int, imgsz: tuple[int, int], device: torch.device, half: bool = False
+) -> tuple[nn.Module, Callable[[Any], None]]:
+    """The model in fp32 on ``device`` and its training step on the synthetic batch (same targets for every model)."""
+    from yolo_attn.bench.flops import input_channels
+
+    model = model.to(device).float()
+    targets = make_train_batch(batch, input_channels(model), imgsz, _num_classes(model), device)
+    return model, train_step_fn(model, targets, half)
+
+
 def child_main(spec_path: str) -> int:
     """Fresh-process measurement of one model (``python -m yolo_attn.bench._memory_child spec.json``)."""
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     torch.set_num_threads(int(spec["threads"]))
     from yolo_attn.bench.commands import load_model
-    from yolo_attn.bench.flops import input_channels
 
     if spec.get("pickled"):
         model = torch.load(spec["model"], map_location="cpu", weights_only=False)
     else:
         _, model, _ = load_model(spec["model"])
     device = torch.device(spec["device"])
-    model = model.to(device).float()
-    batch = make_train_batch(spec["batch"], input_channels(model), tuple(spec["imgsz"]), _num_classes(model), device)
-    step = train_step_fn(model, batch)
+    model, step = _training_step(model, spec["batch"], tuple(spec["imgsz"]), device)
     for _ in range(int(spec.get("warmup", 1))):
         step()
     model.zero_grad(set_to_none=True)
@@ -261,15 +269,13 @@ def measure_train_cost(
         "ratio_memory": step_memory ratio | None}``.
     """
     from yolo_attn.bench.commands import load_model
-    from yolo_attn.bench.flops import input_channels
 
     threads = threads or torch.get_num_threads()
-    models = []
+    models, steps = [], []
     for spec, name in zip(specs, names):
-        _, model, _ = load_model(spec, name)
-        models.append(model.to(device).float())
-    batches = [make_train_batch(batch, input_channels(m), imgsz, _num_classes(m), device) for m in models]
-    steps = [train_step_fn(m, b, half) for m, b in zip(models, batches)]
+        model, step = _training_step(load_model(spec, name)[1], batch, imgsz, device, half)
+        models.append(model)
+        steps.append(step)
     res = measure_interleaved(steps, [None] * len(steps), LatencySettings(warmup, repeats, batch, nms=False),
                               sync=sync_fn(device), inference=False)  # fmt: skip
     mems: list[dict[str, Any] | None] = [None] * len(models)
@@ -279,7 +285,7 @@ def measure_train_cost(
                 models[i].zero_grad(set_to_none=True)
                 mems[i] = peak_step_memory(step, device)
         else:
-            del steps, models, batches
+            del steps, models  # (the batches go with their steps)
             gc.collect()
             with tempfile.TemporaryDirectory(prefix="yolo_attn_train_") as tmp:
                 mems = [_fresh_process_memory(s, batch, imgsz, threads, device, Path(tmp)) for s in specs]
