@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolo_attn.layers._gate import GateTap
-from yolo_attn.layers.se import _check_channels
+from yolo_attn.layers.se import SE, _check_channels
 
 __all__ = ["CBAM"]
 
@@ -101,7 +101,7 @@ class CBAM(nn.Module):
     """
 
     #: Same rule as SE for the channel MLP when C < 16 (see :mod:`yolo_attn.plugin.layer_args`).
-    fit_defaults = {"reduction": lambda c1, reduction: c1 // reduction >= 1}
+    fit_defaults = SE.fit_defaults
 
     def __init__(self, c1: int, kernel_size: int = 7, reduction: int = 16) -> None:
         super().__init__()

@@ -439,7 +439,7 @@ class EMA(nn.Module):
         eager = not (needs_grad or exporting)
         workspace = None
         if eager and x.device.type == "cpu":
-            workspace = self.__dict__.get("_workspace") or self.__dict__.setdefault("_workspace", _Workspace())
+            workspace = self._workspace  # set by __init__ and __setstate__ (unpickling, deepcopy)
         return _ema_forward(x, *params, self.groups, cg, self.gn.eps, eager=eager, workspace=workspace)[0]
 
     def extra_repr(self) -> str:
