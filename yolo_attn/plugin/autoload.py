@@ -13,9 +13,14 @@ DISABLE_ENV = "YOLO_ATTN_DISABLE"
 _TARGET = "ultralytics.nn.tasks"
 
 
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1/true/yes/on (any case)."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def disabled() -> bool:
     """True when the user opted out with ``YOLO_ATTN_DISABLE`` set to 1/true/yes/on."""
-    return os.environ.get(DISABLE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return env_flag(DISABLE_ENV)
 
 
 class _Loader:

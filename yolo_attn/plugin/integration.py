@@ -592,7 +592,9 @@ def _timm_classes_needed() -> bool:
     """
     if "timm" in sys.modules:
         return True
-    if os.environ.get("ULTRALYTICS_SAFE_LOAD", "").strip().lower() not in {"1", "true", "yes", "on"}:
+    from yolo_attn.plugin.autoload import env_flag
+
+    if not env_flag("ULTRALYTICS_SAFE_LOAD"):
         return False
     import importlib.util
 
