@@ -78,3 +78,16 @@ class GateTap(nn.Identity):
     def extra_repr(self) -> str:
         text = f"kind={self.kind!r}" + (f", groups={self.groups}" if self.groups > 1 else "")
         return text + (f", label={self.label!r}" if self.label else "")
+
+
+class RestoresGateTaps:
+    """Mixin for layers released before gate taps existed: ``_add_gate_taps()`` creates the layer's taps, in
+    ``__init__`` and again when a checkpoint pickled without them is loaded (old checkpoints keep working)."""
+
+    def _add_gate_taps(self) -> None:
+        raise NotImplementedError
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)  # type: ignore[misc]  # nn.Module's
+        if not any(isinstance(m, GateTap) for m in self._modules.values()):  # type: ignore[attr-defined]
+            self._add_gate_taps()

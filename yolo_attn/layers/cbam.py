@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_attn.layers._gate import GateTap
+from yolo_attn.layers._gate import GateTap, RestoresGateTaps
 from yolo_attn.layers.se import SE, _check_channels
 
 __all__ = ["CBAM"]
@@ -36,19 +36,17 @@ class _BasicConv(nn.Module):
         return self.bn(self.conv(x))
 
 
-class _ChannelGate(nn.Module):
+class _ChannelGate(RestoresGateTaps, nn.Module):
     def __init__(self, c1: int, reduction: int) -> None:
         super().__init__()
         # Index layout (Flatten, Linear, ReLU, Linear) mirrors the official Sequential so names are mlp.1 / mlp.3.
         self.mlp = nn.Sequential(
             nn.Flatten(), nn.Linear(c1, c1 // reduction), nn.ReLU(), nn.Linear(c1 // reduction, c1)
         )
-        self.gate = GateTap("channel", label="channel")  # M_c, (B, C, 1, 1)
+        self._add_gate_taps()
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "gate" not in self._modules:  # checkpoints pickled before the gate tap existed
-            self.gate = GateTap("channel", label="channel")
+    def _add_gate_taps(self) -> None:
+        self.gate = GateTap("channel", label="channel")  # M_c, (B, C, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
@@ -62,16 +60,14 @@ class _ChannelGate(nn.Module):
         return x * self.gate(att.sigmoid()[:, :, None, None])
 
 
-class _SpatialGate(nn.Module):
+class _SpatialGate(RestoresGateTaps, nn.Module):
     def __init__(self, kernel_size: int) -> None:
         super().__init__()
         self.spatial = _BasicConv(kernel_size)
-        self.gate = GateTap("spatial", label="spatial")  # M_s, (B, 1, H, W)
+        self._add_gate_taps()
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "gate" not in self._modules:  # checkpoints pickled before the gate tap existed
-            self.gate = GateTap("spatial", label="spatial")
+    def _add_gate_taps(self) -> None:
+        self.gate = GateTap("spatial", label="spatial")  # M_s, (B, 1, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [max, mean] order as in the official ChannelPool; torch.max (not amax) keeps its index-based gradient.

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_attn.layers._gate import GateTap
+from yolo_attn.layers._gate import GateTap, RestoresGateTaps
 from yolo_attn.layers.se import _check_channels
 
 __all__ = ["CoordAtt"]
 
 
-class CoordAtt(nn.Module):
+class CoordAtt(RestoresGateTaps, nn.Module):
     """Coordinate Attention (Hou et al., CVPR 2021), as in the official code.
 
     ``f = h_swish(BN(conv1([AvgPool_W(x); AvgPool_H(x)])))``, split into ``f_h``, ``f_w``;
@@ -63,11 +63,6 @@ class CoordAtt(nn.Module):
     def _add_gate_taps(self) -> None:
         self.gate_h = GateTap("strip_h", label="h")  # a_h, (B, C, H, 1)
         self.gate_w = GateTap("strip_w", label="w")  # a_w, (B, C, 1, W)
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "gate_h" not in self._modules:  # checkpoints pickled before the gate taps existed
-            self._add_gate_taps()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]

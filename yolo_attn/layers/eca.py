@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_attn.layers._gate import GateTap
+from yolo_attn.layers._gate import GateTap, RestoresGateTaps
 from yolo_attn.layers.se import _check_channels
 
 __all__ = ["ECA", "eca_kernel_size"]
@@ -43,7 +43,7 @@ def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     return 2 * int(t // 2) + 1
 
 
-class ECA(nn.Module):
+class ECA(RestoresGateTaps, nn.Module):
     """Efficient Channel Attention (Wang et al., CVPR 2020).
 
     ``y = x * sigmoid(conv1d_k(GAP(x)))`` where the 1-D conv (no bias) slides over the channel axis, so each channel
@@ -80,12 +80,10 @@ class ECA(nn.Module):
             )
         self.c1, self.k_size = c1, k_size
         self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
-        self.channel_gate = GateTap("channel")  # sigmoid(conv1d(GAP)): one weight per channel
+        self._add_gate_taps()
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "channel_gate" not in self._modules:  # checkpoints pickled before the gate tap existed
-            self.channel_gate = GateTap("channel")
+    def _add_gate_taps(self) -> None:
+        self.channel_gate = GateTap("channel")  # sigmoid(conv1d(GAP)): one weight per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[0], x.shape[1]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from yolo_attn.layers._gate import GateTap
+from yolo_attn.layers._gate import GateTap, RestoresGateTaps
 from yolo_attn.layers.se import _check_channels, _exporting
 
 __all__ = ["EMA"]
@@ -344,7 +344,7 @@ class _EMAFunction(torch.autograd.Function):
         return dx, dw1.reshape(w1.shape), db1, dgamma, dbeta, dw3.reshape(w3.shape), db3, None, None
 
 
-class EMA(nn.Module):
+class EMA(RestoresGateTaps, nn.Module):
     """Efficient Multi-Scale Attention with cross-spatial learning (Ouyang et al., ICASSP 2023).
 
     The C channels are split into G groups of C/G; per group (weights shared across groups):
@@ -392,7 +392,7 @@ class EMA(nn.Module):
         self.gn = nn.GroupNorm(cg, cg)
         self.conv1x1 = nn.Conv2d(cg, cg, kernel_size=1, stride=1, padding=0)
         self.conv3x3 = nn.Conv2d(cg, cg, kernel_size=3, stride=1, padding=1)
-        self.spatial_gate = GateTap("spatial", groups=factor)  # sigmoid(weights): one H x W map per group
+        self._add_gate_taps()
         self._workspace = _Workspace()  # CPU inference scratch buffers, reused across calls (not state)
 
     def __getstate__(self) -> dict:
@@ -400,10 +400,11 @@ class EMA(nn.Module):
         state.pop("_workspace", None)  # thread-local scratch memory: neither picklable nor worth copying
         return state
 
+    def _add_gate_taps(self) -> None:
+        self.spatial_gate = GateTap("spatial", groups=self.groups)  # sigmoid(weights): one H x W map per group
+
     def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "spatial_gate" not in self._modules:  # checkpoints pickled before the gate tap existed
-            self.spatial_gate = GateTap("spatial", groups=self.groups)
+        super().__setstate__(state)  # restores the gate tap of an older checkpoint
         self._workspace = _Workspace()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

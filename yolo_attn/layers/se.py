@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_attn.layers._gate import GateTap
+from yolo_attn.layers._gate import GateTap, RestoresGateTaps
 
 __all__ = ["SE"]
 
@@ -44,7 +44,7 @@ def _check_channels(layer: str, c1: object) -> int:
     return n
 
 
-class SE(nn.Module):
+class SE(RestoresGateTaps, nn.Module):
     """Squeeze-and-Excitation channel attention (Hu et al., CVPR 2018).
 
     ``y = x * sigmoid(W2 relu(W1 GAP(x) + b1) + b2)`` with ``W1: C -> C/r`` and ``W2: C/r -> C`` (1x1 convs with
@@ -79,12 +79,10 @@ class SE(nn.Module):
         self.c1, self.reduction = c1, reduction
         self.fc1 = nn.Conv2d(c1, hidden, 1, bias=True)
         self.fc2 = nn.Conv2d(hidden, c1, 1, bias=True)
-        self.channel_gate = GateTap("channel")  # sigmoid(excitation): one weight per channel
+        self._add_gate_taps()
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "channel_gate" not in self._modules:  # checkpoints pickled before the gate tap existed
-            self.channel_gate = GateTap("channel")
+    def _add_gate_taps(self) -> None:
+        self.channel_gate = GateTap("channel")  # sigmoid(excitation): one weight per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[0], x.shape[1]
