@@ -151,12 +151,12 @@ class GateRecorder:
         self.model = model
         self.gates: dict[str, GateMap] = {}
         self._handles: list[Any] = []
-        self._taps = [(path, m) for path, m in model.named_modules() if isinstance(m, GateTap)]
+        modules = dict(model.named_modules())  # in module order
+        self._taps = [(path, m) for path, m in modules.items() if isinstance(m, GateTap)]
         classes = _registered_classes()
-        layer_paths = {path for path, m in model.named_modules() if isinstance(m, classes)}
-        modules = dict(model.named_modules())
+        layer_paths = {path for path, m in modules.items() if isinstance(m, classes)}
         rows = rows_of(model)
-        prefix = next((p + "." for p, m in model.named_modules() if rows is not None and m is rows), "")
+        prefix = next((p + "." for p, m in modules.items() if rows is not None and m is rows), "")
         self._meta: dict[str, dict[str, Any]] = {}
         by_owner: dict[str, list[str]] = {}
         for path, _tap in self._taps:
@@ -165,7 +165,7 @@ class GateRecorder:
         for owner, paths in by_owner.items():
             owner_module = modules[owner]
             rel = owner[len(prefix) :] if prefix and owner.startswith(prefix) else owner
-            layer = row_label(model, rel) if rows is not None else (owner or type(owner_module).__name__)
+            layer = row_label(model, rel)  # without rows: the owner's path, or the model's class name for the root
             for path in paths:
                 tap = modules[path]
                 label = tap.label or path[len(owner) :].strip(".").replace("_gate", "").replace("gate_", "")
